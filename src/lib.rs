@@ -2,19 +2,23 @@
 //! for a remote orchestrator (the WeHub-compatible "control plane").
 //!
 //! Module map (see `DESIGN.md` §2 in the shared design folder):
+//! - [`backoff`]: capped, jittered exponential backoff for every retry loop.
 //! - [`cli`]: command-line definitions (clap).
 //! - [`config`]: TOML file → raw table → validated [`config::Config`], every error collected.
 //! - [`exit`]: the documented exit codes shared by worker and supervisor.
 //! - [`logging`]: tracing set-up.
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
 //! - [`worker`]: one session: lifecycle enums, the driver loop, QR rendering, foreground runner.
+//! - [`shutdown`]: the one shutdown path (signals → root cancellation token).
 //! - [`sim`]: the simulator of the WeChat web servers with its test-control API. It does not
 //!   import [`wechat`] types: it writes its wire bodies from the spec (DESIGN §3.1).
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod logging;
+pub mod shutdown;
 pub mod sim;
 pub mod wechat;
 pub mod worker;

@@ -1,6 +1,85 @@
 //! Thin entry point: parse the command line, set up logging, dispatch, map the result to an
 //! exit code.
 
-fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use clap::Parser;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use wxagent::cli::{Cli, Command};
+use wxagent::config::Config;
+use wxagent::exit::WorkerExit;
+use wxagent::{config, logging, shutdown, sim, worker};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.global.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wxagent: error: {e:#}");
+            WorkerExit::Failure.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_flag = cli.global.config.as_deref();
+    if let Some(session) = cli.qr_session {
+        let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let outcome = rt.block_on(async move {
+            let root = CancellationToken::new();
+            shutdown::install(root.clone());
+            tracing::info!(session = %session, "starting one session in the foreground");
+            worker::foreground::run(config, session, root).await
+        });
+        return Ok(outcome.exit().into());
+    }
+    match cli.command {
+        Some(Command::Sim(args)) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let root = CancellationToken::new();
+                shutdown::install(root.clone());
+                sim::run(sim::SimOptions { listen: args.listen, hold: args.hold }, root).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::CheckConfig) => {
+            let (ok, report) = config::check_config_report(config_flag);
+            println!("{report}");
+            Ok(if ok { ExitCode::SUCCESS } else { WorkerExit::Usage.into() })
+        }
+        Some(cmd @ (Command::Run | Command::Demo | Command::Status | Command::Worker(_))) => {
+            let name = match cmd {
+                Command::Run => "run",
+                Command::Demo => "demo",
+                Command::Status => "status",
+                _ => "worker",
+            };
+            eprintln!(
+                "wxagent: error: `wxagent {name}` is not available in this build: the supervisor and \
+                 control-plane side are not implemented yet; use `wxagent --qr_session ID` for one session"
+            );
+            Ok(WorkerExit::Usage.into())
+        }
+        None => {
+            eprintln!("wxagent: nothing to do; see `wxagent --help`");
+            Ok(WorkerExit::Usage.into())
+        }
+    }
+}
+
+/// Loads the configuration, logging where it came from; prints every problem and returns None
+/// when it is invalid.
+fn load_config(flag: Option<&std::path::Path>) -> Option<Config> {
+    match Config::load(flag) {
+        Ok(c) => {
+            tracing::info!("{}", c.describe_source());
+            Some(c)
+        }
+        Err(e) => {
+            eprintln!("wxagent: error: {e}");
+            None
+        }
+    }
 }

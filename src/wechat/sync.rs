@@ -1,1 +1,216 @@
-//! (in progress)
+//! The synccheck / webwxsync loop (spec §3.9–§3.10): long-poll for news, fetch it, hand it to the
+//! caller with the new keys still pending, and turn every retcode into either data, a retry or a
+//! typed [`LogoutReason`]. Never spins: empty answers back off and finally re-init, and network
+//! trouble backs off with jitter until `network_give_up`, after which the session ends.
+
+use super::client::{InitData, PendingKeys, SyncData, WebClient};
+use super::error::WechatError;
+use crate::backoff::Backoff;
+use crate::worker::state::LogoutReason;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Continuous failure for this long ends the session with reason `network`.
+    pub network_give_up: Duration,
+    /// Empty webwxsync answers (selector set, nothing new, key unchanged) in a row before backing off.
+    pub empty_before_backoff: u32,
+    /// Empty answers in a row before a re-init (webwxinit) to get a fresh key.
+    pub empty_before_reinit: u32,
+}
+
+impl SyncSettings {
+    pub fn new(network_give_up: Duration) -> SyncSettings {
+        SyncSettings { network_give_up, empty_before_backoff: 3, empty_before_reinit: 8 }
+    }
+}
+
+/// What one turn of the loop produced.
+#[derive(Debug)]
+pub enum SyncStep {
+    /// New data. Make it durable, then call [`WebClient::commit_sync_keys`] with the keys.
+    Data(SyncData, PendingKeys),
+    /// The sync key was stuck; webwxinit gave a fresh one and these contacts.
+    Reinit(InitData),
+    /// The session is over.
+    LoggedOut(LogoutReason),
+    /// The cancellation token fired.
+    Cancelled,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStats {
+    pub checks: u64,
+    pub syncs: u64,
+    pub empty_syncs: u64,
+    pub reinits: u64,
+    pub errors: u64,
+    /// Last non-zero retcode seen, if any.
+    pub last_retcode: Option<i64>,
+}
+
+pub struct SyncLoop {
+    settings: SyncSettings,
+    backoff: Backoff,
+    idle_backoff: Backoff,
+    empty_streak: u32,
+    fast_zero_streak: u32,
+    failing_since: Option<Instant>,
+    last_success: Option<Instant>,
+    pub stats: SyncStats,
+}
+
+/// A selector-0 answer faster than this is not a real long poll; several in a row are throttled.
+const FAST_ANSWER: Duration = Duration::from_millis(300);
+
+impl SyncLoop {
+    pub fn new(settings: SyncSettings) -> SyncLoop {
+        SyncLoop {
+            settings,
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            idle_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            empty_streak: 0,
+            fast_zero_streak: 0,
+            failing_since: None,
+            last_success: None,
+            stats: SyncStats::default(),
+        }
+    }
+
+    /// When the last webwxsync succeeded.
+    pub fn last_success(&self) -> Option<Instant> {
+        self.last_success
+    }
+
+    /// Runs until there is something for the caller.
+    pub async fn next(&mut self, client: &WebClient, cancel: &CancellationToken) -> SyncStep {
+        loop {
+            let started = Instant::now();
+            self.stats.checks += 1;
+            let check = tokio::select! {
+                r = client.sync_check() => r,
+                () = cancel.cancelled() => return SyncStep::Cancelled,
+            };
+            let check = match check {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(step) = self.failed(e, cancel).await {
+                        return step;
+                    }
+                    continue;
+                }
+            };
+            if check.retcode != 0 {
+                self.stats.last_retcode = Some(check.retcode);
+                if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
+                    return SyncStep::LoggedOut(reason);
+                }
+                let e = WechatError::Ret { endpoint: "synccheck", ret: check.retcode, message: String::new() };
+                if let Some(step) = self.failed(e, cancel).await {
+                    return step;
+                }
+                continue;
+            }
+            self.succeeded();
+            if check.selector == 0 {
+                if started.elapsed() < FAST_ANSWER {
+                    self.fast_zero_streak += 1;
+                    if self.fast_zero_streak >= 3 {
+                        tracing::debug!(streak = self.fast_zero_streak, "synccheck answers without holding; slowing down");
+                        if let Some(step) = self.idle(cancel).await {
+                            return step;
+                        }
+                    }
+                } else {
+                    self.fast_zero_streak = 0;
+                }
+                continue;
+            }
+            self.fast_zero_streak = 0;
+            self.stats.syncs += 1;
+            let synced = tokio::select! {
+                r = client.sync() => r,
+                () = cancel.cancelled() => return SyncStep::Cancelled,
+            };
+            match synced {
+                Ok((data, keys)) => {
+                    self.succeeded();
+                    self.last_success = Some(Instant::now());
+                    if !data.is_empty() || data.key_changed {
+                        self.empty_streak = 0;
+                        self.idle_backoff.reset();
+                        return SyncStep::Data(data, keys);
+                    }
+                    client.commit_sync_keys(keys);
+                    self.stats.empty_syncs += 1;
+                    self.empty_streak += 1;
+                    if self.empty_streak >= self.settings.empty_before_reinit {
+                        tracing::warn!(empty = self.empty_streak, selector = check.selector, "sync key stuck; re-initialising");
+                        self.empty_streak = 0;
+                        self.stats.reinits += 1;
+                        match client.init(false).await {
+                            Ok(init) => return SyncStep::Reinit(init),
+                            Err(e) => {
+                                if let Some(reason) = e.ret().and_then(LogoutReason::from_retcode) {
+                                    return SyncStep::LoggedOut(reason);
+                                }
+                                if let Some(step) = self.failed(e, cancel).await {
+                                    return step;
+                                }
+                            }
+                        }
+                    } else if self.empty_streak >= self.settings.empty_before_backoff {
+                        tracing::debug!(empty = self.empty_streak, selector = check.selector, "selector set but nothing new; backing off");
+                        if let Some(step) = self.idle(cancel).await {
+                            return step;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(ret) = e.ret() {
+                        self.stats.last_retcode = Some(ret);
+                        if let Some(reason) = LogoutReason::from_retcode(ret) {
+                            return SyncStep::LoggedOut(reason);
+                        }
+                    }
+                    if let Some(step) = self.failed(e, cancel).await {
+                        return step;
+                    }
+                }
+            }
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.failing_since = None;
+        self.backoff.reset();
+    }
+
+    /// Records a failure and waits before the next try; ends the session when the failure has
+    /// lasted past `network_give_up`.
+    async fn failed(&mut self, e: WechatError, cancel: &CancellationToken) -> Option<SyncStep> {
+        self.stats.errors += 1;
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.settings.network_give_up {
+            tracing::error!(error = %e, "sync failing for too long; giving up");
+            return Some(SyncStep::LoggedOut(LogoutReason::Network { detail: e.to_string() }));
+        }
+        let delay = self.backoff.next_delay();
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync failed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => None,
+            () = cancel.cancelled() => Some(SyncStep::Cancelled),
+        }
+    }
+
+    async fn idle(&mut self, cancel: &CancellationToken) -> Option<SyncStep> {
+        let delay = self.idle_backoff.next_delay();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => None,
+            () = cancel.cancelled() => Some(SyncStep::Cancelled),
+        }
+    }
+}

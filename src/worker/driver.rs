@@ -1,0 +1,438 @@
+//! The session state machine: QR login → ticket exchange → init → contacts → sync loop, with
+//! commands (sends, logout) served while the long poll is outstanding. Everything the session
+//! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
+
+use super::events::{Account, SendReceipt, WorkerCommand, WorkerEvent};
+use super::qr;
+use super::state::{LogoutReason, Outcome, SessionState};
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::wechat::client::{ClientSettings, InitData, SyncData, WebClient};
+use crate::wechat::contact::{Contact, ContactBook, ContactKind, RawContact, Upsert};
+use crate::wechat::error::WechatError;
+use crate::wechat::login::{LoginEnd, LoginEvent, QrBounds, qr_login};
+use crate::wechat::message::{Chat, parse_message};
+use crate::wechat::sync::{SyncLoop, SyncSettings, SyncStep};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What the owner wants from this session.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub session_id: String,
+    /// On shutdown, log the account out (foreground Ctrl-C) or keep it for a resume (drain).
+    pub logout_on_shutdown: bool,
+}
+
+/// Runs one session to its end.
+pub async fn run(
+    config: &Config,
+    spec: SessionSpec,
+    events: mpsc::Sender<WorkerEvent>,
+    commands: mpsc::Receiver<WorkerCommand>,
+    shutdown: CancellationToken,
+) -> Outcome {
+    let settings = ClientSettings {
+        login: config.wechat.login_url.clone(),
+        desktop_mode: config.wechat.desktop_mode,
+        request_timeout: config.wechat.request_timeout,
+        longpoll_timeout: config.wechat.longpoll_timeout,
+    };
+    let client = match WebClient::new(settings) {
+        Ok(c) => c,
+        Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
+    };
+    let mut session = Session { config, spec, client, events, commands, shutdown, book: None, recent: RecentIds::new(4096) };
+    let outcome = session.run().await;
+    session.emit(WorkerEvent::Ended(outcome.clone())).await;
+    outcome
+}
+
+struct Session<'a> {
+    config: &'a Config,
+    spec: SessionSpec,
+    client: WebClient,
+    events: mpsc::Sender<WorkerEvent>,
+    commands: mpsc::Receiver<WorkerCommand>,
+    shutdown: CancellationToken,
+    book: Option<ContactBook>,
+    recent: RecentIds,
+}
+
+impl Session<'_> {
+    async fn emit(&self, ev: WorkerEvent) {
+        // The receiver only goes away when the owner is shutting down; nothing left to tell then.
+        let _ = self.events.send(ev).await;
+    }
+
+    async fn state(&self, s: SessionState) {
+        tracing::info!(state = s.name(), "session state");
+        self.emit(WorkerEvent::State(s)).await;
+    }
+
+    async fn run(&mut self) -> Outcome {
+        self.state(SessionState::Starting).await;
+        let bounds = QrBounds { max_refreshes: self.config.qr.max_refreshes, max_wait: self.config.qr.max_wait };
+        let events = self.events.clone();
+        let end = qr_login(&self.client, bounds, &self.shutdown, async |ev| {
+            let out = match ev {
+                LoginEvent::Qr { uuid, content, refresh } => {
+                    tracing::info!(refresh, "new QR code");
+                    let png = match qr::render_png(&content) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not render the QR code");
+                            Vec::new()
+                        }
+                    };
+                    let _ = events.send(WorkerEvent::State(SessionState::WaitingForScan { uuid: uuid.clone(), refresh })).await;
+                    WorkerEvent::Qr { uuid, content, png: Arc::new(png), refresh }
+                }
+                LoginEvent::Scanned { .. } => {
+                    let _ = events.send(WorkerEvent::State(SessionState::Scanned)).await;
+                    WorkerEvent::Scanned
+                }
+                LoginEvent::Cancelled => WorkerEvent::ScanCancelled,
+                LoginEvent::Expired { refresh } => WorkerEvent::QrExpired { refresh },
+            };
+            let _ = events.send(out).await;
+        })
+        .await;
+        let redirect_uri = match end {
+            Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
+            Ok(LoginEnd::Abandoned { qr_count }) => return Outcome::Abandoned { qr_count },
+            Ok(LoginEnd::Cancelled) => return Outcome::LoginFailed { detail: "stopped before login".into() },
+            Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
+        };
+        self.state(SessionState::LoggingIn).await;
+        match self.client.new_login_page(&redirect_uri).await {
+            Ok(()) => {}
+            Err(WechatError::LoginRefused { ret: 1203, message }) => {
+                tracing::error!(%message, "web login refused (1203)");
+                return Outcome::LoggedOut(LogoutReason::WebForbidden { message });
+            }
+            Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
+        }
+        let init = match self.retrying("webwxinit", async |c: &WebClient| c.init(false).await).await {
+            Ok(i) => i,
+            Err(out) => return out,
+        };
+        if let Err(e) = self.client.status_notify().await {
+            tracing::warn!(error = %e, "webwxstatusnotify failed; continuing");
+        }
+        let mut book = ContactBook::new(Contact::from_raw(init.user.clone(), &init.user.user_name));
+        self.merge_init(&mut book, &init);
+        match self.retrying("webwxgetcontact", async |c: &WebClient| c.get_contacts().await).await {
+            Ok(list) => {
+                let me = book.self_user().user_name.clone();
+                for raw in list {
+                    book.upsert(Contact::from_raw(raw, &me));
+                }
+            }
+            Err(out) => return out,
+        }
+        self.load_group_members(&mut book, None).await;
+        let me = book.self_user();
+        let account = Account {
+            wxid: self.client.uin(),
+            user_name: me.user_name.clone(),
+            nickname: me.display_name().to_owned(),
+            alias: me.alias.clone(),
+            head_img_url: me.head_img_url.clone(),
+        };
+        tracing::info!(wxid = %account.wxid, friends = book.friends().count(), groups = book.groups().count(), "online");
+        self.state(SessionState::Online { wxid: account.wxid.clone(), nickname: account.nickname.clone() }).await;
+        let snapshot = Arc::new(book.clone());
+        self.book = Some(book);
+        self.emit(WorkerEvent::Online { account, contacts: snapshot }).await;
+        self.sync_until_end().await
+    }
+
+    /// Retries transient failures of a login-time call with backoff until `network_give_up`;
+    /// a retcode that ends sessions ends this one.
+    async fn retrying<T>(
+        &self,
+        what: &'static str,
+        f: impl AsyncFn(&WebClient) -> Result<T, WechatError>,
+    ) -> Result<T, Outcome> {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+        loop {
+            let r = tokio::select! {
+                r = f(&self.client) => r,
+                () = self.shutdown.cancelled() => return Err(Outcome::LoginFailed { detail: format!("stopped during {what}") }),
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if let Some(reason) = e.ret().and_then(LogoutReason::from_retcode) {
+                        return Err(Outcome::LoggedOut(reason));
+                    }
+                    if !e.is_transient() {
+                        return Err(Outcome::LoggedOut(LogoutReason::ExpiredSession { detail: e.to_string() }));
+                    }
+                    if started.elapsed() >= self.config.wechat.network_give_up {
+                        return Err(Outcome::LoggedOut(LogoutReason::Network { detail: e.to_string() }));
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => return Err(Outcome::LoginFailed { detail: format!("stopped during {what}") }),
+                    }
+                }
+            }
+        }
+    }
+
+    fn merge_init(&self, book: &mut ContactBook, init: &InitData) {
+        let me = book.self_user().user_name.clone();
+        for raw in &init.contacts {
+            if raw.user_name != me {
+                book.upsert(Contact::from_raw(raw.clone(), &me));
+            }
+        }
+    }
+
+    /// Fetches full member lists for groups that lack them, 50 groups per request. `only`
+    /// restricts it to the named groups (e.g. one a message came from). Failures are logged:
+    /// a group without members still works, its senders just show as ids.
+    async fn load_group_members(&self, book: &mut ContactBook, only: Option<&[String]>) {
+        let wanted: Vec<String> = match only {
+            Some(names) => names.to_vec(),
+            None => book.groups_needing_members(),
+        };
+        let me = book.self_user().user_name.clone();
+        for chunk in wanted.chunks(50) {
+            let items: Vec<(String, String)> = chunk
+                .iter()
+                .map(|g| (g.clone(), book.get(g).map(|c| c.encry_chat_room_id.clone()).unwrap_or_default()))
+                .collect();
+            match self.client.batch_get_contact(&items).await {
+                Ok(list) => {
+                    for raw in list {
+                        book.upsert(Contact::from_raw(raw, &me));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, groups = chunk.len(), "could not load group members"),
+            }
+        }
+    }
+
+    async fn sync_until_end(&mut self) -> Outcome {
+        let mut sync = SyncLoop::new(SyncSettings::new(self.config.wechat.network_give_up));
+        loop {
+            let step = {
+                let fut = sync.next(&self.client, &self.shutdown);
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        step = &mut fut => break step,
+                        Some(cmd) = self.commands.recv() => {
+                            if let Some(outcome) = Self::command(&self.client, self.book.as_ref(), cmd).await {
+                                return outcome;
+                            }
+                        }
+                    }
+                }
+            };
+            match step {
+                SyncStep::Data(data, keys) => {
+                    self.apply(data).await;
+                    // The events are with the owner now; only then move the key past them.
+                    self.client.commit_sync_keys(keys);
+                }
+                SyncStep::Reinit(init) => {
+                    if let Some(mut book) = self.book.take() {
+                        self.merge_init(&mut book, &init);
+                        let snapshot = Arc::new(book.clone());
+                        self.book = Some(book);
+                        self.emit(WorkerEvent::ContactsReloaded(snapshot)).await;
+                    }
+                }
+                SyncStep::LoggedOut(reason) => {
+                    tracing::warn!(reason = reason.as_str(), "logged out: {reason}");
+                    return Outcome::LoggedOut(reason);
+                }
+                SyncStep::Cancelled => {
+                    self.state(SessionState::Stopping).await;
+                    if self.spec.logout_on_shutdown {
+                        if let Err(e) = self.client.logout().await {
+                            tracing::warn!(error = %e, "webwxlogout failed");
+                        }
+                    }
+                    return Outcome::LoggedOut(LogoutReason::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Serves one command. Returns an outcome when the command ends the session.
+    async fn command(client: &WebClient, book: Option<&ContactBook>, cmd: WorkerCommand) -> Option<Outcome> {
+        match cmd {
+            WorkerCommand::SendText { to, text, reply } => {
+                let result = match resolve_target(client, book, &to) {
+                    Ok(user_name) => client
+                        .send_text(&user_name, &text)
+                        .await
+                        .map(|s| SendReceipt { to: user_name, msg_id: s.msg_id, local_id: s.local_id })
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+                None
+            }
+            WorkerCommand::Logout { reason } => {
+                if let Err(e) = client.logout().await {
+                    tracing::warn!(error = %e, "webwxlogout failed");
+                }
+                Some(Outcome::LoggedOut(reason))
+            }
+        }
+    }
+
+    /// Applies one webwxsync: contact changes first (so messages see the newest names), then
+    /// messages, each reported once.
+    async fn apply(&mut self, data: SyncData) {
+        let Some(mut book) = self.book.take() else { return };
+        let me = book.self_user().user_name.clone();
+        for raw in data.mod_contacts.into_iter().chain(data.mod_chatroom_members) {
+            self.upsert_and_emit(&mut book, raw, &me).await;
+        }
+        for name in data.del_contacts {
+            if book.remove(&name).is_some() {
+                self.emit(WorkerEvent::ContactRemoved { user_name: name }).await;
+            }
+        }
+        // Groups we hear from but do not know (not saved to contacts) or whose member list
+        // lacks the sender: one batch fetch before the messages are parsed.
+        let mut missing: Vec<String> = Vec::new();
+        for raw in &data.messages {
+            for room in [&raw.from_user_name, &raw.to_user_name] {
+                if !room.starts_with("@@") || missing.contains(room) {
+                    continue;
+                }
+                let unknown = match book.get(room) {
+                    None => true,
+                    Some(g) if g.members.is_empty() => true,
+                    Some(_) => *room == raw.from_user_name
+                        && group_sender(&raw.content).is_some_and(|s| book.group_member(room, s).is_none()),
+                };
+                if unknown {
+                    missing.push(room.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.load_group_members(&mut book, Some(&missing)).await;
+        }
+        for raw in data.messages {
+            if !self.recent.insert(&raw.msg_id) {
+                tracing::debug!(msg_id = %raw.msg_id, "duplicate message skipped");
+                continue;
+            }
+            let message = parse_message(raw, &book);
+            let line = message.one_line(&book);
+            if let Chat::Group { .. } = message.chat {
+                tracing::trace!(msg_id = %message.msg_id, "group message");
+            }
+            self.emit(WorkerEvent::Message { message: Box::new(message), line }).await;
+        }
+        self.book = Some(book);
+    }
+
+    async fn upsert_and_emit(&self, book: &mut ContactBook, raw: RawContact, me: &str) {
+        let c = Contact::from_raw(raw, me);
+        if c.kind == ContactKind::SelfUser {
+            return;
+        }
+        let copy = c.clone();
+        match book.upsert(c) {
+            Upsert::Added => self.emit(WorkerEvent::ContactAdded(Box::new(copy))).await,
+            Upsert::Changed => self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await,
+            Upsert::Unchanged => {}
+        }
+    }
+}
+
+/// The `@member` of a group message's `@member:<br/>` prefix.
+fn group_sender(content: &str) -> Option<&str> {
+    let (sender, _) = content.split_once(":<br/>")?;
+    sender.starts_with('@').then_some(sender)
+}
+
+/// Turns a send target into a UserName: a UserName as is, the own wxid, `filehelper`, or a
+/// unique remark / nickname / alias.
+fn resolve_target(client: &WebClient, book: Option<&ContactBook>, to: &str) -> Result<String, String> {
+    if to.starts_with('@') || to == "filehelper" {
+        return Ok(to.to_owned());
+    }
+    if to == client.uin() {
+        return Ok(client.self_user_name());
+    }
+    let Some(book) = book else { return Err("not logged in yet".into()) };
+    match book.find_by_name(to).as_slice() {
+        [one] => Ok(one.user_name.clone()),
+        [] => Err(format!("no contact named {to:?}")),
+        many => Err(format!("{} contacts are named {to:?}; use the UserName", many.len())),
+    }
+}
+
+/// The last N message ids, to drop re-deliveries (the server re-sends after a stale key).
+struct RecentIds {
+    cap: usize,
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl RecentIds {
+    fn new(cap: usize) -> RecentIds {
+        RecentIds { cap, order: VecDeque::with_capacity(cap), set: HashSet::with_capacity(cap) }
+    }
+
+    /// True when the id is new.
+    fn insert(&mut self, id: &str) -> bool {
+        if id.is_empty() {
+            return true;
+        }
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(id.to_owned());
+        self.set.insert(id.to_owned());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_dedupe_within_window() {
+        let mut r = RecentIds::new(2);
+        assert!(r.insert("1"));
+        assert!(!r.insert("1"));
+        assert!(r.insert("2"));
+        assert!(r.insert("3"));
+        assert!(r.insert("1"), "evicted ids count as new again");
+        assert!(r.insert(""));
+        assert!(r.insert(""));
+    }
+
+    #[test]
+    fn group_sender_prefix() {
+        assert_eq!(group_sender("@abc:<br/>hi"), Some("@abc"));
+        assert_eq!(group_sender("hi there"), None);
+        assert_eq!(group_sender("x:<br/>y"), None);
+    }
+}
