@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What the owner wants from this session.
 #[derive(Debug, Clone)]
@@ -46,10 +47,17 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
     };
+    // One span per session; `wxid` is filled in once the account is known.
+    let span = tracing::info_span!("session", session = %spec.session_id, pid = std::process::id(), wxid = tracing::field::Empty);
     let mut session = Session { config, spec, client, events, commands, shutdown, book: None, recent: RecentIds::new(4096) };
-    let outcome = session.run().await;
-    session.emit(WorkerEvent::Ended(outcome.clone())).await;
-    outcome
+    async move {
+        let outcome = session.run().await;
+        tracing::info!(exit = outcome.exit().code(), "session ended: {outcome}");
+        session.emit(WorkerEvent::Ended(outcome.clone())).await;
+        outcome
+    }
+    .instrument(span)
+    .await
 }
 
 struct Session<'a> {
@@ -144,7 +152,8 @@ impl Session<'_> {
             alias: me.alias.clone(),
             head_img_url: me.head_img_url.clone(),
         };
-        tracing::info!(wxid = %account.wxid, friends = book.friends().count(), groups = book.groups().count(), "online");
+        tracing::Span::current().record("wxid", account.wxid.as_str());
+        tracing::info!(friends = book.friends().count(), groups = book.groups().count(), "online");
         self.state(SessionState::Online { wxid: account.wxid.clone(), nickname: account.nickname.clone() }).await;
         let snapshot = Arc::new(book.clone());
         self.book = Some(book);
