@@ -1,8 +1,9 @@
-//! One session (one account): lifecycle types, the driver loop, QR rendering and the
-//! foreground runner behind `wxagent --qr_session ID`.
+//! One session (one account): lifecycle types, the driver loop, QR rendering, the foreground
+//! runner behind `wxagent --qr_session ID` and the pipe protocol to the supervisor.
 
 pub mod driver;
 pub mod events;
 pub mod foreground;
+pub mod ipc;
 pub mod qr;
 pub mod state;

@@ -1,0 +1,7 @@
+//! The supervisor (`wxagent run`): one per machine. Polls the control plane for agent tasks,
+//! starts one worker process per QR session, watches, restarts and reaps them, and stops them
+//! all on shutdown. It never speaks the WeChat protocol.
+
+pub mod child;
+pub mod process;
+pub mod registry;
