@@ -2,6 +2,7 @@
 //! starts one worker process per QR session, watches, restarts and reaps them, and stops them
 //! all on shutdown. It never speaks the WeChat protocol.
 
+pub mod admin;
 pub mod child;
 pub mod process;
 pub mod registry;
