@@ -6,3 +6,4 @@ pub mod admin;
 pub mod child;
 pub mod process;
 pub mod registry;
+pub mod run;

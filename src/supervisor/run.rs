@@ -1,0 +1,196 @@
+//! The supervisor's main loop: poll the control plane as the agent (spec B.1), start a worker per
+//! task 200 (from that poll or relayed by a worker), enforce `max_sessions`, and on shutdown stop
+//! every worker and return only when all are reaped.
+
+use super::admin;
+use super::child::{self, ChildEnd, ChildEvent, ChildSpec};
+use super::registry::Registry;
+use crate::config::Config;
+use crate::control::{ControlClient, Task};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Tunables that are not worth a config key yet.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// The config file to hand to workers (None: they find it as we did, or use defaults).
+    pub config_path: Option<PathBuf>,
+    /// The wxagent executable to start workers from.
+    pub exe: PathBuf,
+    pub grace: Duration,
+}
+
+pub async fn run(config: Config, opts: SupervisorOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(_) = config.control.callback_url else {
+        anyhow::bail!("`wxagent run` needs [control] callback_url in the configuration");
+    };
+    let machine_id = config.agent.machine_id.clone();
+    let control = ControlClient::new(&config.control, machine_id.clone())?;
+    let registry = Arc::new(Registry::default());
+    let (addr, admin_task) = admin::serve(
+        config.agent.admin_listen,
+        registry.clone(),
+        machine_id.clone(),
+        config.agent.max_sessions,
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, machine_id, max_sessions = config.agent.max_sessions, "supervisor started; admin API listening");
+
+    let mut sup = Supervisor {
+        config: &config,
+        opts,
+        control,
+        registry: registry.clone(),
+        children: JoinSet::new(),
+        stops: HashMap::new(),
+        root_stop: shutdown.child_token(),
+    };
+    let (child_tx, mut child_rx) = mpsc::channel::<ChildEvent>(64);
+    let poll_every = config.control.poll_interval;
+    let mut ticker = tokio::time::interval(if poll_every.is_zero() { Duration::from_secs(3600) } else { poll_every });
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if !poll_every.is_zero() => sup.poll(&child_tx).await,
+            Some(ev) = child_rx.recv() => match ev {
+                ChildEvent::StartSession { qr_session_id, task_id } => sup.start(&qr_session_id, task_id.as_deref(), &child_tx).await,
+            },
+            Some(done) = sup.children.join_next(), if !sup.children.is_empty() => sup.reaped(done),
+            () = shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!(sessions = registry.len(), "stopping every worker");
+    sup.root_stop.cancel();
+    while let Some(done) = sup.children.join_next().await {
+        sup.reaped(done);
+    }
+    let _ = admin_task.await;
+    tracing::info!("all workers reaped; supervisor exiting");
+    Ok(())
+}
+
+struct Supervisor<'a> {
+    config: &'a Config,
+    opts: SupervisorOptions,
+    control: ControlClient,
+    registry: Arc<Registry>,
+    children: JoinSet<(String, ChildEnd)>,
+    stops: HashMap<String, CancellationToken>,
+    root_stop: CancellationToken,
+}
+
+impl Supervisor<'_> {
+    async fn poll(&mut self, child_tx: &mpsc::Sender<ChildEvent>) {
+        let data = serde_json::json!({
+            "machine_id": self.config.agent.machine_id,
+            "role": "agent",
+            "sessions": self.registry.len(),
+            "capacity": self.config.agent.max_sessions,
+        });
+        match self.control.pull_task("", data).await {
+            Ok(None) => {}
+            Ok(Some((task_id, raw))) => match Task::parse(&raw) {
+                Ok(Task::StartSession { qr_session_id }) => self.start(&qr_session_id, Some(&task_id), child_tx).await,
+                Ok(other) => {
+                    let reason = format!("the agent itself only runs task 200; got {}", other.describe());
+                    tracing::warn!(task_id, "{reason}");
+                    self.result(&task_id, false, &reason).await;
+                }
+                Err(e) => {
+                    tracing::warn!(task_id, error = %e, "unusable agent task");
+                    self.result(&task_id, false, &e.to_string()).await;
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "agent pull_task failed"),
+        }
+    }
+
+    async fn result(&self, task_id: &str, ok: bool, reason: &str) {
+        if let Err(e) = self.control.report_task_result("", task_id, ok, reason).await {
+            tracing::warn!(task_id, error = %e, "could not report the task result");
+        }
+    }
+
+    /// Starts a worker for a QR session, or refuses with a reason (spec B.4).
+    async fn start(&mut self, qr_session_id: &str, task_id: Option<&str>, child_tx: &mpsc::Sender<ChildEvent>) {
+        let refusal = if qr_session_id.is_empty() || !valid_session_id(qr_session_id) {
+            Some(format!("invalid qr_session_id {qr_session_id:?}: use 1-64 letters, digits, '-', '_' or '.'"))
+        } else if self.registry.contains(qr_session_id) {
+            Some(format!("session {qr_session_id} is already running"))
+        } else if self.registry.len() >= self.config.agent.max_sessions {
+            Some(format!("capacity reached ({} of {} sessions)", self.registry.len(), self.config.agent.max_sessions))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(qr_session_id, "not starting a session: {reason}");
+            if let Some(id) = task_id {
+                self.result(id, false, &reason).await;
+            }
+            return;
+        }
+        self.registry.insert(qr_session_id);
+        let stop = self.root_stop.child_token();
+        self.stops.insert(qr_session_id.to_owned(), stop.clone());
+        let spec = ChildSpec {
+            session_id: qr_session_id.to_owned(),
+            exe: self.opts.exe.clone(),
+            config_path: self.opts.config_path.clone(),
+            grace: self.opts.grace,
+            healthy_after: Duration::from_secs(60),
+            restart_min: Duration::from_secs(1),
+            restart_max: Duration::from_secs(60),
+        };
+        let registry = self.registry.clone();
+        let tx = child_tx.clone();
+        let id = qr_session_id.to_owned();
+        self.children.spawn(async move {
+            let end = child::supervise(spec, registry, tx, stop).await;
+            (id, end)
+        });
+        tracing::info!(qr_session_id, "session started");
+        if let Some(id) = task_id {
+            self.result(id, true, "").await;
+        }
+    }
+
+    fn reaped(&mut self, done: Result<(String, ChildEnd), tokio::task::JoinError>) {
+        match done {
+            Ok((id, end)) => {
+                tracing::info!(session = %id, ?end, "session finished");
+                self.stops.remove(&id);
+                self.registry.remove(&id);
+            }
+            Err(e) => tracing::error!(error = %e, "a session task panicked"),
+        }
+    }
+}
+
+/// Session ids become directory names and process arguments: keep them boring.
+pub fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id != "."
+        && id != ".."
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_checked() {
+        assert!(valid_session_id("xyz-1_2.3"));
+        assert!(!valid_session_id(""));
+        assert!(!valid_session_id(".."));
+        assert!(!valid_session_id("a/b"));
+        assert!(!valid_session_id(&"x".repeat(65)));
+    }
+}
