@@ -167,3 +167,41 @@ fn sample_config_stays_valid_with_every_unset_option_set() {
     assert!(c.control.secret_key.is_some());
     assert_ne!(c.agent.machine_id, "");
 }
+/// The README's test command, the one line of it that runs nextest.
+fn readme_test_command() -> String {
+    let (_, readme) = repo_file("README.md");
+    let commands: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("cargo ") && l.contains("cargo nextest run"))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        1,
+        "README.md must show one test command line: {commands:?}"
+    );
+    commands[0].to_owned()
+}
+
+#[test]
+fn ci_runs_exactly_the_readme_test_command() {
+    let command = readme_test_command();
+    let (path, script) = repo_file(".ci/run");
+    assert!(
+        script.lines().any(|l| l.trim() == command),
+        "{} must run the README's test command verbatim:\n{command}",
+        path.display()
+    );
+}
+
+#[test]
+fn the_readme_test_command_is_the_last_thing_ci_runs() {
+    // .ci/run relies on this: its exit status is that of its last command.
+    let command = readme_test_command();
+    let (_, script) = repo_file(".ci/run");
+    let last = script
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'));
+    assert_eq!(last, Some(command.as_str()));
+}
