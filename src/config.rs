@@ -403,8 +403,9 @@ impl Config {
         self.source.to_string()
     }
 
-    /// The effective settings, one `key = value` line per option grouped by section, in the
-    /// file's syntax. The secret shows only as "set" / "not set"; URL passwords are redacted.
+    /// The effective settings, one `key = value` line per option grouped by `[section]`, values
+    /// as TOML would write them except the secret ("set" / "not set") and unset URLs
+    /// ("(not set)"); URL passwords are redacted.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let mut section = |name: &str, rows: Vec<(&str, String)>| {
