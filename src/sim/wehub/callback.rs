@@ -1,0 +1,242 @@
+//! `POST /wehub/callback`: every action of spec A.3 / B answered as a stock WeHub server would,
+//! with each request recorded for the test-control API.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::envelope::{Envelope, ack, lenient_i64, lenient_string, refusal};
+use super::mode::Mode;
+use super::sign::{EVENT_ID_HEADER, SignatureCheck, login_signature};
+use super::state::WehubState;
+use super::store::{QrStatusEntry, RequestRecord, Store, Via, now_ms};
+
+pub async fn callback(
+    State(state): State<WehubState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let time_ms = now_ms();
+    let (status, answer, delay_ms) = {
+        let mut store = state.lock();
+        let mode = store.mode.clone();
+        let signature = SignatureCheck::from_headers(&headers, mode.secret.as_deref(), &body);
+        let event_id = headers
+            .get(EVENT_ID_HEADER)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let mut record = RequestRecord {
+            index: 0,
+            time_ms,
+            action: String::new(),
+            appid: String::new(),
+            wxid: String::new(),
+            client_session: None,
+            data: Value::Null,
+            event_id,
+            timestamp: signature.timestamp,
+            signature: signature.signature,
+            signature_ok: signature.ok,
+            status: StatusCode::OK.as_u16(),
+            duplicate: false,
+            error: None,
+            body_len: body.len(),
+        };
+        let (status, answer) = match Envelope::parse(&body) {
+            Err(error) => {
+                let message = error.to_string();
+                record.status = StatusCode::BAD_REQUEST.as_u16();
+                record.error = Some(message.clone());
+                (StatusCode::BAD_REQUEST, json!({"error": message}))
+            }
+            Ok(envelope) => {
+                record.action = envelope.action.clone();
+                record.appid = envelope.appid.clone();
+                record.wxid = envelope.wxid.clone();
+                record.client_session = envelope.client_session.clone();
+                record.data = envelope.data.clone();
+                if mode.down {
+                    record.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": "control plane is down (mode down)"}),
+                    )
+                } else {
+                    let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
+                    record.duplicate = duplicate;
+                    (StatusCode::OK, answer)
+                }
+            }
+        };
+        tracing::debug!(
+            action = %record.action,
+            wxid = %record.wxid,
+            status = record.status,
+            "control-plane callback"
+        );
+        store.record_request(record);
+        (status, answer, mode.delay_ms)
+    };
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    (status, Json(answer)).into_response()
+}
+
+/// The ack for one request, and whether it repeats one already seen.
+fn respond(
+    store: &mut Store,
+    mode: &Mode,
+    envelope: &Envelope,
+    record: &RequestRecord,
+) -> (Value, bool) {
+    let wxid = envelope.wxid.as_str();
+    let mut duplicate = record
+        .event_id
+        .as_deref()
+        .is_some_and(|event_id| store.seen_event(wxid, event_id));
+    let answer = match envelope.action.as_str() {
+        "login" => login_ack(store, mode, envelope),
+        "logout" => {
+            store.account_logout(wxid, lenient_string(envelope.field("reason")));
+            ack(
+                "logout_ack",
+                json!({"exit_wehub": mode.exit_wehub, "exit_wechat": mode.exit_wechat}),
+            )
+        }
+        "pull_task" => match store.pop_pull(wxid) {
+            Some(task) => ack(
+                "pull_task_ack",
+                json!({"task_id": task.task_id, "task_data": task.wire()}),
+            ),
+            None => ack("pull_task_ack", json!({})),
+        },
+        action if action.starts_with("report_") => {
+            match action {
+                "report_task_result" => record_task_result(store, envelope),
+                "report_qr_status" => record_qr_status(store, envelope),
+                "report_new_msg" => {
+                    duplicate |= auto_reply(store, mode, envelope, duplicate);
+                }
+                _ => {}
+            }
+            let tasks: Vec<Value> = store
+                .drain_replies(wxid)
+                .iter()
+                .map(|task| task.wire())
+                .collect();
+            ack("common_ack", json!({"reply_task_list": tasks}))
+        }
+        // A stock WeHub ignores actions it does not know; so do we (they are still recorded).
+        _ => ack("common_ack", json!({})),
+    };
+    (answer, duplicate)
+}
+
+fn login_ack(store: &mut Store, mode: &Mode, envelope: &Envelope) -> Value {
+    if mode.refuse_login {
+        return refusal(
+            "login_ack",
+            1,
+            "login refused by the control plane (mode refuse_login)",
+        );
+    }
+    let wxid = envelope.wxid.as_str();
+    let nonce = lenient_string(envelope.field("nonce")).unwrap_or_default();
+    store.account_login(
+        wxid,
+        lenient_string(envelope.field("nickname")),
+        lenient_string(envelope.field("machine_id")),
+        lenient_string(envelope.field("qr_session_id")).filter(|id| !id.is_empty()),
+    );
+    let mut data = json!({"option": {"flag_report_contact": mode.flag_report_contact}});
+    if !mode.no_signature {
+        let secret = mode.secret.as_deref().unwrap_or("");
+        let signature = if mode.wrong_signature {
+            login_signature(wxid, nonce.as_str(), &format!("{secret}#not-the-secret"))
+        } else {
+            login_signature(wxid, &nonce, secret)
+        };
+        data["signature"] = Value::String(signature);
+    }
+    if let Some(websocket) = &mode.websocket {
+        data["extension_protocol"] = json!({
+            "type": "websocket",
+            "param": {
+                "ws_url": websocket.ws_url,
+                "heartbeat_interval": websocket.heartbeat_interval,
+            },
+        });
+    }
+    ack("login_ack", data)
+}
+
+fn record_task_result(store: &mut Store, envelope: &Envelope) {
+    let Some(task_id) = lenient_string(envelope.field("task_id")).filter(|id| !id.is_empty())
+    else {
+        return;
+    };
+    store.record_result(
+        &task_id,
+        &envelope.wxid,
+        lenient_i64(envelope.field("task_result")),
+        lenient_string(envelope.field("error_reason")).unwrap_or_default(),
+    );
+}
+
+fn record_qr_status(store: &mut Store, envelope: &Envelope) {
+    let Some(id) = lenient_string(envelope.field("qr_session_id")).filter(|id| !id.is_empty())
+    else {
+        return;
+    };
+    store.qr_status(
+        &id,
+        QrStatusEntry {
+            status: lenient_string(envelope.field("status")).unwrap_or_default(),
+            reason: lenient_string(envelope.field("reason")),
+            qr_count: lenient_i64(envelope.field("qr_count")),
+            machine_id: lenient_string(envelope.field("machine_id")).unwrap_or_default(),
+            time_ms: now_ms(),
+        },
+    );
+}
+
+/// Queues the auto-reply for each matching incoming text of a `report_new_msg`. Returns true
+/// when a message of this report was seen before (a retried report gets no second reply).
+fn auto_reply(store: &mut Store, mode: &Mode, envelope: &Envelope, duplicate_event: bool) -> bool {
+    let messages: Vec<&Value> = match envelope.field("msg") {
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(unit @ Value::Object(_)) => vec![unit],
+        _ => Vec::new(),
+    };
+    let mut duplicate = false;
+    for unit in messages {
+        let repeated = lenient_string(unit.get("msg_id"))
+            .filter(|id| !id.is_empty())
+            .is_some_and(|msg_id| store.seen_message(&envelope.wxid, &msg_id));
+        duplicate |= repeated;
+        let Some(rule) = &mode.auto_reply else {
+            continue;
+        };
+        if repeated || duplicate_event || lenient_i64(unit.get("msg_type")) != Some(1) {
+            continue;
+        }
+        let from = lenient_string(unit.get("wxid_from")).unwrap_or_default();
+        let text = lenient_string(unit.get("msg")).unwrap_or_default();
+        // B.5: own messages are reported too; answering them would loop forever.
+        if from.is_empty() || from == envelope.wxid || !text.contains(&rule.pattern) {
+            continue;
+        }
+        let room = lenient_string(unit.get("room_wxid")).unwrap_or_default();
+        let to = if room.is_empty() { from } else { room };
+        let task_dict = json!({"wxid_to": to, "msg_list": [{"msg_type": 1, "msg": rule.reply}]});
+        if let Err(error) = store.queue_task(&envelope.wxid, Via::Reply, 1, task_dict, true) {
+            tracing::warn!(%error, "auto-reply dropped");
+        }
+    }
+    duplicate
+}
