@@ -893,15 +893,16 @@ pub mod lenient {
         })
     }
 
-    /// An object; `null` or anything unusable gives `None`.
+    /// An object; `null`, a non-object or anything unusable gives `None`.
     pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
         T: serde::de::DeserializeOwned,
     {
         Ok(match Value::deserialize(d)? {
-            Value::Null => None,
-            v => serde_json::from_value(v).ok(),
+            // serde would also read a struct from an array; only objects are meant here.
+            v @ Value::Object(_) => serde_json::from_value(v).ok(),
+            _ => None,
         })
     }
 }
