@@ -23,6 +23,11 @@ pub enum LoginEvent {
     Expired { refresh: u32 },
 }
 
+/// Receives the [`LoginEvent`]s of a QR login as they happen.
+pub trait LoginObserver: Send {
+    fn on_event(&mut self, ev: LoginEvent) -> impl Future<Output = ()> + Send;
+}
+
 /// How a QR login ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginEnd {
@@ -47,7 +52,7 @@ pub async fn qr_login(
     client: &WebClient,
     bounds: QrBounds,
     cancel: &CancellationToken,
-    mut on_event: impl AsyncFnMut(LoginEvent),
+    observer: &mut impl LoginObserver,
 ) -> Result<LoginEnd, WechatError> {
     let deadline = Instant::now() + bounds.max_wait;
     let mut qr_count = 0u32;
@@ -70,7 +75,7 @@ pub async fn qr_login(
             Step::Deadline => return Ok(LoginEnd::Abandoned { qr_count }),
         };
         qr_count += 1;
-        on_event(LoginEvent::Qr { content: client.qr_content(&uuid), uuid: uuid.clone(), refresh: qr_count }).await;
+        observer.on_event(LoginEvent::Qr { content: client.qr_content(&uuid), uuid: uuid.clone(), refresh: qr_count }).await;
         let mut first = true;
         let mut scanned = false;
         loop {
@@ -86,24 +91,24 @@ pub async fn qr_login(
                     if scanned {
                         // A 408 after a scan means the user cancelled on the phone.
                         scanned = false;
-                        on_event(LoginEvent::Cancelled).await;
+                        observer.on_event(LoginEvent::Cancelled).await;
                     }
                 }
                 Ok(LoginPoll::Scanned { avatar }) => {
                     backoff.reset();
                     if !scanned {
                         scanned = true;
-                        on_event(LoginEvent::Scanned { avatar }).await;
+                        observer.on_event(LoginEvent::Scanned { avatar }).await;
                     }
                 }
                 Ok(LoginPoll::Confirmed { redirect_uri }) => return Ok(LoginEnd::Confirmed { redirect_uri }),
                 Ok(LoginPoll::Expired) => {
-                    on_event(LoginEvent::Expired { refresh: qr_count }).await;
+                    observer.on_event(LoginEvent::Expired { refresh: qr_count }).await;
                     break;
                 }
                 Ok(LoginPoll::Other(code)) => {
                     tracing::warn!(code, "unexpected login poll code; fetching a new QR code");
-                    on_event(LoginEvent::Expired { refresh: qr_count }).await;
+                    observer.on_event(LoginEvent::Expired { refresh: qr_count }).await;
                     break;
                 }
                 Err(e) if e.is_transient() => {

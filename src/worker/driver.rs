@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::wechat::client::{ClientSettings, InitData, SyncData, WebClient};
 use crate::wechat::contact::{Contact, ContactBook, ContactKind, RawContact, Upsert};
 use crate::wechat::error::WechatError;
-use crate::wechat::login::{LoginEnd, LoginEvent, QrBounds, qr_login};
+use crate::wechat::login::{LoginEnd, LoginEvent, LoginObserver, QrBounds, qr_login};
 use crate::wechat::message::{Chat, parse_message};
 use crate::wechat::sync::{SyncLoop, SyncSettings, SyncStep};
 use std::collections::{HashSet, VecDeque};
@@ -85,31 +85,8 @@ impl Session<'_> {
     async fn run(&mut self) -> Outcome {
         self.state(SessionState::Starting).await;
         let bounds = QrBounds { max_refreshes: self.config.qr.max_refreshes, max_wait: self.config.qr.max_wait };
-        let events = self.events.clone();
-        let end = qr_login(&self.client, bounds, &self.shutdown, async |ev| {
-            let out = match ev {
-                LoginEvent::Qr { uuid, content, refresh } => {
-                    tracing::info!(refresh, "new QR code");
-                    let png = match qr::render_png(&content) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not render the QR code");
-                            Vec::new()
-                        }
-                    };
-                    let _ = events.send(WorkerEvent::State(SessionState::WaitingForScan { uuid: uuid.clone(), refresh })).await;
-                    WorkerEvent::Qr { uuid, content, png: Arc::new(png), refresh }
-                }
-                LoginEvent::Scanned { .. } => {
-                    let _ = events.send(WorkerEvent::State(SessionState::Scanned)).await;
-                    WorkerEvent::Scanned
-                }
-                LoginEvent::Cancelled => WorkerEvent::ScanCancelled,
-                LoginEvent::Expired { refresh } => WorkerEvent::QrExpired { refresh },
-            };
-            let _ = events.send(out).await;
-        })
-        .await;
+        let mut forward = QrForwarder { events: self.events.clone() };
+        let end = qr_login(&self.client, bounds, &self.shutdown, &mut forward).await;
         let redirect_uri = match end {
             Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
             Ok(LoginEnd::Abandoned { qr_count }) => return Outcome::Abandoned { qr_count },
@@ -363,8 +340,36 @@ impl Session<'_> {
         match book.upsert(c) {
             Upsert::Added => self.emit(WorkerEvent::ContactAdded(Box::new(copy))).await,
             Upsert::Changed => self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await,
-            Upsert::Unchanged => {}
+            Upsert::Unchanged | Upsert::Ignored => {}
         }
+    }
+}
+
+/// Turns login events into worker events (rendering each QR code as PNG).
+struct QrForwarder {
+    events: mpsc::Sender<WorkerEvent>,
+}
+
+impl LoginObserver for QrForwarder {
+    async fn on_event(&mut self, ev: LoginEvent) {
+        let out = match ev {
+            LoginEvent::Qr { uuid, content, refresh } => {
+                tracing::info!(refresh, "new QR code");
+                let png = qr::render_png(&content).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "could not render the QR code");
+                    Vec::new()
+                });
+                let _ = self.events.send(WorkerEvent::State(SessionState::WaitingForScan { uuid: uuid.clone(), refresh })).await;
+                WorkerEvent::Qr { uuid, content, png: Arc::new(png), refresh }
+            }
+            LoginEvent::Scanned { .. } => {
+                let _ = self.events.send(WorkerEvent::State(SessionState::Scanned)).await;
+                WorkerEvent::Scanned
+            }
+            LoginEvent::Cancelled => WorkerEvent::ScanCancelled,
+            LoginEvent::Expired { refresh } => WorkerEvent::QrExpired { refresh },
+        };
+        let _ = self.events.send(out).await;
     }
 }
 
