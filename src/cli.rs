@@ -81,7 +81,8 @@ mod tests {
 
     #[test]
     fn qr_session_flag_parses_with_config() {
-        let cli = Cli::try_parse_from(["wxagent", "--qr_session", "xyz", "--config", "a.toml"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["wxagent", "--qr_session", "xyz", "--config", "a.toml"]).unwrap();
         assert_eq!(cli.qr_session.as_deref(), Some("xyz"));
         assert_eq!(cli.global.config, Some(PathBuf::from("a.toml")));
         assert!(cli.command.is_none());
@@ -91,7 +92,15 @@ mod tests {
     fn subcommands_parse() {
         let cli = Cli::try_parse_from(["wxagent", "check-config", "--config", "x.toml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CheckConfig)));
-        let cli = Cli::try_parse_from(["wxagent", "sim", "--listen", "127.0.0.1:9000", "--hold", "1s"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "wxagent",
+            "sim",
+            "--listen",
+            "127.0.0.1:9000",
+            "--hold",
+            "1s",
+        ])
+        .unwrap();
         match cli.command {
             Some(Command::Sim(a)) => assert_eq!(a.hold, std::time::Duration::from_secs(1)),
             other => panic!("{other:?}"),

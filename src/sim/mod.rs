@@ -1,5 +1,30 @@
 //! The simulator: a faithful server of the WeChat web protocol (spec/wechat-web.md §10) on plain
 //! HTTP, with a JSON test-control API under `/__sim/`. Written from the spec only: nothing here
 //! imports `crate::wechat` (DESIGN §3.1).
+//!
+//! Files: `server` (listener, router, lifecycle), `state` (shared state, sessions, event logs,
+//! QR logins), `accounts` (contact books, account specs, contact JSON), `login` (jslogin, login
+//! poll, ticket exchange, push login, phone page), `contacts` (init, contact lists, oplog,
+//! verifyuser, chat rooms), `sync` (synccheck, webwxsync), `send` (sends, revoke, logout),
+//! `media` (uploads, downloads), `inject` (message injection), `control` (test-control API),
+//! `faults` (fault injection, stats), `content` (message bodies), `assets` (images and stand-in
+//! media), `http` (request/response plumbing), `ids` (identifier generators).
 
+mod accounts;
+mod assets;
+mod contacts;
+mod content;
+mod control;
+mod faults;
+mod http;
+mod ids;
+mod inject;
+mod login;
+mod media;
+mod send;
+mod server;
+mod state;
+mod sync;
 pub mod wehub;
+
+pub use server::{SimHandle, SimOptions, run, start};

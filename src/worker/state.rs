@@ -109,13 +109,22 @@ impl fmt::Display for LogoutReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LogoutReason::PhoneLogout { retcode } => {
-                write!(f, "logged out on the phone or elsewhere (retcode {retcode})")
+                write!(
+                    f,
+                    "logged out on the phone or elsewhere (retcode {retcode})"
+                )
             }
             LogoutReason::Kicked { retcode } => {
-                write!(f, "session cookies rejected by the server (retcode {retcode})")
+                write!(
+                    f,
+                    "session cookies rejected by the server (retcode {retcode})"
+                )
             }
             LogoutReason::WebForbidden { message } => {
-                write!(f, "account may not log in to web WeChat (ret 1203: {message})")
+                write!(
+                    f,
+                    "account may not log in to web WeChat (ret 1203: {message})"
+                )
             }
             LogoutReason::RateLimited { retcode } => {
                 write!(f, "blocked for operating too often (retcode {retcode})")
@@ -161,7 +170,9 @@ impl fmt::Display for Outcome {
                 write!(f, "abandoned: no login after {qr_count} QR code(s)")
             }
             Outcome::LoginFailed { detail } => write!(f, "login failed: {detail}"),
-            Outcome::ControlRefused { detail } => write!(f, "refused by the control plane: {detail}"),
+            Outcome::ControlRefused { detail } => {
+                write!(f, "refused by the control plane: {detail}")
+            }
         }
     }
 }
@@ -172,10 +183,22 @@ mod tests {
 
     #[test]
     fn retcodes_map_to_reasons_and_exit_codes() {
-        assert_eq!(LogoutReason::from_retcode(1101).unwrap().exit(), WorkerExit::PhoneLogout);
-        assert_eq!(LogoutReason::from_retcode(1100).unwrap().as_str(), "phone_logout");
-        assert_eq!(LogoutReason::from_retcode(1102).unwrap().exit(), WorkerExit::Kicked);
-        assert_eq!(LogoutReason::from_retcode(1205).unwrap().as_str(), "rate_limited");
+        assert_eq!(
+            LogoutReason::from_retcode(1101).unwrap().exit(),
+            WorkerExit::PhoneLogout
+        );
+        assert_eq!(
+            LogoutReason::from_retcode(1100).unwrap().as_str(),
+            "phone_logout"
+        );
+        assert_eq!(
+            LogoutReason::from_retcode(1102).unwrap().exit(),
+            WorkerExit::Kicked
+        );
+        assert_eq!(
+            LogoutReason::from_retcode(1205).unwrap().as_str(),
+            "rate_limited"
+        );
         assert_eq!(LogoutReason::from_retcode(0), None);
         assert_eq!(LogoutReason::from_retcode(1), None);
     }
