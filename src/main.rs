@@ -32,6 +32,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(session = %session, "starting one session in the foreground");
             worker::foreground::run(config, session, root).await
         });
+        // The stdin reader sits in a blocking read that a plain runtime drop would wait for.
+        rt.shutdown_background();
         return Ok(outcome.exit().into());
     }
     match cli.command {

@@ -109,13 +109,19 @@ fn desktop_and_normal_mode_both_log_in() {
 fn web_login_refusal_1203_ends_with_its_code_and_message() {
     let sim = Sim::start();
     let uin = sim.create_account(json!({"nickname": "Barred", "web_forbidden": true}));
-    let cfg = TestConfig::new(&sim, "");
+    // Desktop mode is the way around the web ban (spec §4.1): refused only in normal mode.
+    let cfg = TestConfig::new(&sim, "desktop_mode = false\n");
     let mut w = Worker::start(&cfg.path, "s1");
     sim.login(uin);
     assert_eq!(exit_code(&mut w), 12, "web_forbidden exit code");
     let ended = w.out.wait_for("the end line", |l| l.starts_with("ended:"));
     assert!(ended.contains("1203"), "the refusal names the code: {ended}");
     assert!(ended.contains("web WeChat"), "{ended}");
+
+    let desktop = TestConfig::new(&sim, "desktop_mode = true\n");
+    let w = Worker::start(&desktop.path, "s2");
+    sim.login(uin);
+    w.wait_online();
 }
 
 #[test]
@@ -133,7 +139,7 @@ fn every_message_type_is_parsed_and_printed() {
         (json!({"type": "card", "from": "Bob", "card": "Carol"}), vec!["Carol"]),
         (json!({"type": "link", "from": "Bob", "title": "Rust news", "desc": "d", "url": "https://example.org/a"}), vec!["Rust news"]),
         (json!({"type": "location", "from": "Bob", "label": "Central Park", "lat": 40.78, "lng": -73.96}), vec!["Central Park"]),
-        (json!({"type": "system", "text": "Bob joined the group chat"}), vec!["Bob joined the group chat"]),
+        (json!({"type": "system", "group": "Team", "from": "Bob", "text": "Bob joined the group chat"}), vec!["Bob joined the group chat"]),
         (json!({"type": "friend_request", "nickname": "Dave", "greeting": "hi, I am Dave"}), vec!["Dave"]),
         (json!({"type": "text", "from": "self", "to": "Bob", "text": "sent from my phone"}), vec!["sent from my phone"]),
     ];
