@@ -3,9 +3,11 @@
 //! web-protocol driver (DESIGN §3.2).
 //!
 //! - [`envelope`]: request envelope, lenient ack, task/login/logout accessors.
+//! - [`signature`]: login-ack signature (A.4), request signing (B.6), nonces.
 //! - `lenient`: readers for numbers-as-strings and friends (private).
 
 pub mod envelope;
 mod lenient;
+pub mod signature;
 
 pub use envelope::{Ack, ExitFlags, RawTask, Request, WebSocketExtension, action};
