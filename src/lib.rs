@@ -5,6 +5,8 @@
 //! - [`backoff`]: capped, jittered exponential backoff for every retry loop.
 //! - [`cli`]: command-line definitions (clap).
 //! - [`config`]: TOML file → raw table → validated [`config::Config`], every error collected.
+//! - [`control`]: the control-plane client (WeHub callback protocol: envelopes, tasks, reports,
+//!   signing, uploads).
 //! - [`exit`]: the documented exit codes shared by worker and supervisor.
 //! - [`logging`]: tracing set-up.
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
@@ -16,6 +18,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod exit;
 pub mod logging;
 pub mod shutdown;
