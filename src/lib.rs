@@ -12,6 +12,7 @@
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
 //! - [`worker`]: one session: lifecycle enums, the driver loop, QR rendering, foreground runner.
 //! - [`shutdown`]: the one shutdown path (signals → root cancellation token).
+//! - [`supervisor`]: `wxagent run`: one worker process per session, owned, restarted and reaped.
 //! - [`sim`]: the simulator of the WeChat web servers with its test-control API. It does not
 //!   import [`wechat`] types: it writes its wire bodies from the spec (DESIGN §3.1).
 
@@ -22,6 +23,7 @@ pub mod control;
 pub mod exit;
 pub mod logging;
 pub mod shutdown;
+pub mod supervisor;
 pub mod sim;
 pub mod wechat;
 pub mod worker;

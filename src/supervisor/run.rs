@@ -95,8 +95,8 @@ impl Supervisor<'_> {
         });
         match self.control.pull_task("", data).await {
             Ok(None) => {}
-            Ok(Some((task_id, raw))) => match Task::parse(&raw) {
-                Ok(Task::StartSession { qr_session_id }) => self.start(&qr_session_id, Some(&task_id), child_tx).await,
+            Ok(Some((task_id, raw))) => match raw.parse() {
+                Ok(Task::StartQrSession { qr_session_id }) => self.start(&qr_session_id, Some(&task_id), child_tx).await,
                 Ok(other) => {
                     let reason = format!("the agent itself only runs task 200; got {}", other.describe());
                     tracing::warn!(task_id, "{reason}");
