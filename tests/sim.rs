@@ -2049,6 +2049,54 @@ async fn faults_are_applied_per_route_and_cleared() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// lifecycle
+
+#[tokio::test]
+async fn shutdown_answers_held_polls_at_once() {
+    let sim = Sim::start_with(Duration::from_secs(600)).await;
+    let uin = alice_with_friends(&sim).await;
+    let web = sim.login(uin).await;
+    let (_, _, key) = web.catch_up().await;
+    let poll = tokio::spawn({
+        let web = web.clone();
+        async move { web.synccheck(&key).await }
+    });
+    sim.wait_open_polls(1).await;
+    sim.handle.shutdown().await;
+    assert_eq!(poll.await.expect("join"), sc(0, 0));
+}
+
+#[tokio::test]
+async fn run_serves_until_cancelled_and_reports_bind_errors() {
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(wxagent::sim::run(
+        SimOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            hold: HOLD,
+        },
+        token.clone(),
+    ));
+    token.cancel();
+    task.await.expect("join").expect("run ends cleanly");
+
+    let sim = Sim::start().await;
+    let err = wxagent::sim::run(
+        SimOptions {
+            listen: sim.handle.addr(),
+            hold: HOLD,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("port in use");
+    assert!(
+        format!("{err:#}").contains("binding the simulator"),
+        "{err:#}"
+    );
+    sim.handle.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // capacity
 
 /// 1,000 logged-in sessions each hold a synccheck long poll at the same time. Round one: all
