@@ -1351,6 +1351,38 @@ async fn every_inject_type_has_its_documented_shape() {
     sim.handle.shutdown().await;
 }
 
+#[tokio::test]
+async fn emoji_travel_as_spans_in_content_and_names() {
+    let sim = Sim::start().await;
+    let uin = sim
+        .account(json!({"nickname": "Alice", "friends": [{"nickname": "Bob 😄"}]}))
+        .await;
+    let web = sim.login(uin).await;
+    let (_, _, mut key) = web.catch_up().await;
+    sim.inject(
+        uin,
+        json!({"type": "text", "from": "Bob 😄", "text": "hi 🇨🇳"}),
+    )
+    .await;
+    let m = &next_messages(&web, &mut key).await[0];
+    assert_eq!(
+        m["Content"],
+        "hi <span class=\"emoji emoji1f1e81f1f3\"></span>"
+    );
+    let bob = user_name(&sim, uin, "Bob 😄").await;
+    let v = web
+        .call(
+            "webwxbatchgetcontact?type=ex",
+            json!({"List": [{"UserName": bob}]}),
+        )
+        .await;
+    assert_eq!(
+        v["ContactList"][0]["NickName"],
+        "Bob <span class=\"emoji emoji1f604\"></span>"
+    );
+    sim.handle.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // sessions
 

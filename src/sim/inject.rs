@@ -232,7 +232,7 @@ pub(crate) fn inject(
                 &route.from,
                 &route.to,
                 1,
-                wire(&route, content::escape_content(&body)),
+                wire(&route, content::text_content(&body)),
             );
             (m, route)
         }
@@ -477,7 +477,7 @@ pub(crate) fn inject(
                 Some(g) => (g.clone(), a.me.clone()),
                 None => (route.from.clone(), route.to.clone()),
             };
-            let m = Message::new(id, &from, &to, 10000, content::escape_content(text));
+            let m = Message::new(id, &from, &to, 10000, content::text_content(text));
             (m, route)
         }
         "recall" => {
