@@ -1617,6 +1617,10 @@ async fn chunked_upload_then_send_image_and_download() {
     // Out-of-order chunks are refused.
     let bad = upload_chunk(&web, parts[1], data.len(), Some((1, 3)), 78, "filehelper").await;
     assert_ne!(bad["BaseResponse"]["Ret"], 0);
+    // An unchunked upload bigger than axum's default body limit still works.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let whole = upload_chunk(&web, &big, big.len(), None, 80, "filehelper").await;
+    assert_eq!(whole["BaseResponse"]["Ret"], 0, "{whole}");
     // Wrong total size is refused.
     let short = upload_chunk(&web, &data[..10], 11, None, 79, "filehelper").await;
     assert_ne!(short["BaseResponse"]["Ret"], 0);
@@ -1644,9 +1648,14 @@ async fn chunked_upload_then_send_image_and_download() {
         .collect();
     assert_eq!(
         endpoints,
-        vec!["webwxuploadmedia", "webwxsendmsgimg", "webwxsendemoticon"]
+        vec![
+            "webwxuploadmedia",
+            "webwxuploadmedia",
+            "webwxsendmsgimg",
+            "webwxsendemoticon"
+        ]
     );
-    assert_eq!(out["messages"][2]["msg_type"], 47);
+    assert_eq!(out["messages"][3]["msg_type"], 47);
 
     // The file host serves the uploaded bytes back.
     let got = web

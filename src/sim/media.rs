@@ -4,8 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart};
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -153,20 +152,17 @@ pub(crate) async fn upload(sim: &Sim, req: &Req) -> Response {
     if req.method == axum::http::Method::OPTIONS {
         return bad("preflight");
     }
-    let Some(ct) = req.headers.get(header::CONTENT_TYPE).cloned() else {
+    let Some(boundary) = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+    else {
         return bad("expected multipart/form-data");
     };
-    let rebuilt = match Request::builder()
-        .method("POST")
-        .header(header::CONTENT_TYPE, ct)
-        .body(Body::from(req.body.clone()))
-    {
-        Ok(r) => r,
-        Err(_) => return bad("bad request"),
-    };
-    let Ok(mut form) = Multipart::from_request(rebuilt, &()).await else {
-        return bad("expected multipart/form-data");
-    };
+    let body = req.body.clone();
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut file: Option<Bytes> = None;
     loop {
