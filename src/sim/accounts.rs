@@ -200,11 +200,16 @@ fn py_quanpin(s: &str) -> String {
 pub(crate) struct Book {
     contacts: HashMap<String, Contact>,
     order: Vec<String>,
+    /// The account's own UserName.
+    me: String,
 }
 
 impl Book {
     pub(crate) fn insert(&mut self, c: Contact) -> String {
         let name = c.user_name.clone();
+        if matches!(c.kind, Kind::Me) {
+            self.me = name.clone();
+        }
         if self.contacts.insert(name.clone(), c).is_none() {
             self.order.push(name.clone());
         }
@@ -366,10 +371,7 @@ impl Book {
     }
 
     fn me_name(&self) -> &str {
-        self.iter()
-            .find(|c| matches!(c.kind, Kind::Me))
-            .map(|c| c.user_name.as_str())
-            .unwrap_or("")
+        &self.me
     }
 }
 
