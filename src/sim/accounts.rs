@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::content::emoji_spans;
 use super::ids;
 use super::media::MediaStore;
 use super::state::Session;
@@ -199,11 +200,16 @@ fn py_quanpin(s: &str) -> String {
 pub(crate) struct Book {
     contacts: HashMap<String, Contact>,
     order: Vec<String>,
+    /// The account's own UserName.
+    me: String,
 }
 
 impl Book {
     pub(crate) fn insert(&mut self, c: Contact) -> String {
         let name = c.user_name.clone();
+        if matches!(c.kind, Kind::Me) {
+            self.me = name.clone();
+        }
         if self.contacts.insert(name.clone(), c).is_none() {
             self.order.push(name.clone());
         }
@@ -268,14 +274,14 @@ impl Book {
         json!({
             "Uin": 0,
             "UserName": m.user_name,
-            "NickName": nick,
+            "NickName": emoji_spans(&nick),
             "AttrStatus": self.contacts.get(&m.user_name).map(|c| c.attr_status).unwrap_or(0),
             "PYInitial": py_initial(&nick),
             "PYQuanPin": py_quanpin(&nick),
             "RemarkPYInitial": "",
             "RemarkPYQuanPin": "",
             "MemberStatus": 0,
-            "DisplayName": m.display_name,
+            "DisplayName": emoji_spans(&m.display_name),
             "KeyWord": "",
         })
     }
@@ -299,7 +305,7 @@ impl Book {
         if form == Form::Mod {
             return json!({
                 "UserName": c.user_name,
-                "NickName": c.nickname,
+                "NickName": emoji_spans(&c.nickname),
                 "Sex": c.sex,
                 "HeadImgUpdateFlag": 1,
                 "ContactType": 0,
@@ -312,7 +318,7 @@ impl Book {
                 "HideInputBarFlag": 0,
                 "Signature": c.signature,
                 "VerifyFlag": c.verify_flag,
-                "RemarkName": remark,
+                "RemarkName": emoji_spans(remark),
                 "Statues": 0,
                 "AttrStatus": c.attr_status,
                 "Province": c.province,
@@ -324,12 +330,12 @@ impl Book {
         let mut v = json!({
             "Uin": 0,
             "UserName": c.user_name,
-            "NickName": c.nickname,
+            "NickName": emoji_spans(&c.nickname),
             "HeadImgUrl": c.head_img_url(skey),
             "ContactFlag": c.contact_flag(),
             "MemberCount": member_count,
             "MemberList": members,
-            "RemarkName": remark,
+            "RemarkName": emoji_spans(remark),
             "HideInputBarFlag": 0,
             "Sex": c.sex,
             "Signature": c.signature,
@@ -365,10 +371,7 @@ impl Book {
     }
 
     fn me_name(&self) -> &str {
-        self.iter()
-            .find(|c| matches!(c.kind, Kind::Me))
-            .map(|c| c.user_name.as_str())
-            .unwrap_or("")
+        &self.me
     }
 }
 

@@ -24,7 +24,7 @@ fn self_user_json(a: &AccountInner, uin: u64, skey: &str) -> Value {
     json!({
         "Uin": uin,
         "UserName": me.user_name,
-        "NickName": me.nickname,
+        "NickName": content::emoji_spans(&me.nickname),
         "HeadImgUrl": me.head_img_url(skey),
         "RemarkName": "",
         "PYInitial": "",
@@ -223,7 +223,7 @@ pub(crate) fn push_system(sim: &Sim, a: &AccountInner, chat: &str, text: &str) {
             chat,
             &a.me,
             10000,
-            content::escape_content(text),
+            content::text_content(text),
         );
         s.push_message(&m);
     }

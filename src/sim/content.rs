@@ -21,6 +21,48 @@ pub(crate) fn escape_content(text: &str) -> String {
     out
 }
 
+/// Whether the web client shows `c` as an emoji image (and the server sends it as a span).
+fn is_emoji(c: char) -> bool {
+    matches!(c as u32,
+        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2300..=0x23FF | 0x2B00..=0x2BFF)
+}
+
+fn is_regional_indicator(c: char) -> bool {
+    (0x1F1E6..=0x1F1FF).contains(&(c as u32))
+}
+
+/// Replaces emoji with `<span class="emoji emoji1f604"></span>` as the web server does (spec
+/// §5.3); a flag (two regional indicators) becomes one span with both code points. Variation
+/// selector 16 after an emoji is dropped.
+pub(crate) fn emoji_spans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !is_emoji(c) {
+            out.push(c);
+            continue;
+        }
+        let mut code = format!("{:x}", c as u32);
+        if is_regional_indicator(c)
+            && let Some(&next) = chars.peek()
+            && is_regional_indicator(next)
+        {
+            code.push_str(&format!("{:x}", next as u32));
+            chars.next();
+        }
+        if chars.peek() == Some(&'\u{FE0F}') {
+            chars.next();
+        }
+        out.push_str(&format!("<span class=\"emoji emoji{code}\"></span>"));
+    }
+    out
+}
+
+/// A plain-text message body on the wire: escaped, `<br/>` newlines, emoji as spans.
+pub(crate) fn text_content(text: &str) -> String {
+    emoji_spans(&escape_content(text))
+}
+
 /// Escapes a value for use inside an XML attribute or element before the whole XML document is
 /// itself content-escaped.
 pub(crate) fn xml_escape(text: &str) -> String {
@@ -350,6 +392,19 @@ mod tests {
             "a&lt;b&gt; &amp; &quot;c&quot;<br/>next<br/>line"
         );
         assert_eq!(escape_content("纯文本 😀"), "纯文本 😀");
+    }
+
+    #[test]
+    fn emoji_become_spans() {
+        assert_eq!(
+            text_content("hi 😄<\n"),
+            "hi <span class=\"emoji emoji1f604\"></span>&lt;<br/>"
+        );
+        assert_eq!(
+            emoji_spans("🇨🇳☀\u{FE0F}x"),
+            "<span class=\"emoji emoji1f1e81f1f3\"></span><span class=\"emoji emoji2600\"></span>x"
+        );
+        assert_eq!(emoji_spans("纯文本"), "纯文本");
     }
 
     #[test]

@@ -1,6 +1,40 @@
 //! The test-control API under `/__sim/`: accounts, the phone side of QR logins, sessions (inject,
 //! contact changes, kick, rate limit, outbox), faults, configuration and statistics. JSON in and
-//! out; errors are 4xx with `{"error": "<what was wrong>"}`.
+//! out (unknown fields are refused); errors are 4xx with `{"error": "<what was wrong>"}`.
+//!
+//! - `POST /accounts` `{"nickname", "uin"?, "alias"?, "sex"?, "signature"?, "friends"?: [{"nickname",
+//!   "remark"?, "sex"?, "alias"?, "province"?, "city"?, "signature"?}], "friend_count"?, "groups"?:
+//!   [{"name", "members"?: [nick], "extra_members"?, "owner"?: "self"|nick, "display_names"?:
+//!   {nick: name}, "self_display_name"?, "saved"?: true}], "group_count"?, "group_size"?,
+//!   "officials"?: [{"nickname", "verify_flag"?: 8|24, "signature"?}], "web_forbidden"?,
+//!   "desktop_forbidden"?}` → `{"uin", "nickname", "user_name"}` (409 when the uin exists).
+//!   `GET /accounts` → `{"accounts": [{"uin", "nickname", "user_name"}]}`.
+//! - `GET /accounts/<uin>` → `{"uin", "nickname", "user_name", "web_forbidden",
+//!   "desktop_forbidden", "logins", "contacts": [{"user_name", "nickname", "kind":
+//!   "self|friend|stranger|official|special|group", "remark", "pinned", "verify_flag", groups also
+//!   "owner", "saved", "members": [{"user_name", "nickname", "display_name"}]}]}`.
+//! - `GET /qr` → `{"pending": [{"uuid", "state": "waiting|scanned|confirmed|expired", "desktop",
+//!   "push_uin", "created_ms"}]}`; a uuid drops out once a poll delivered its 200 or 400.
+//! - `POST /qr/<uuid>/scan` `{"uin"}`, `/confirm`, `/cancel`, `/expire` → `{"uuid", "state"}`
+//!   (404 unknown uuid or account, 409 wrong state; form posts redirect to `/l/<uuid>`).
+//! - `GET /sessions` → `[{"uin", "nickname", "user_name", "alive", "retcode"}]` (retcode 0 alive).
+//! - `POST /sessions/<uin>/inject` (see `inject.rs`) → `{"msg_id", "new_msg_id", "msg_type",
+//!   "from_user_name", "to_user_name", "content"}` plus `"media_id"` for files and `"ticket"`,
+//!   `"user_name"` for friend requests (409 without a live session).
+//! - `POST /sessions/<uin>/contacts` `{"op": "add_friend", "nickname", "sex"?, "remark"?}` |
+//!   `{"op": "remove_friend", "target"}` | `{"op": "rename", "target", "nickname"?, "remark"?}` |
+//!   `{"op": "add_member"|"remove_member", "group", "member"}` | `{"op": "remove_group", "group"}`
+//!   → `{"user_name", "group"?}`.
+//! - `POST /sessions/<uin>/kick` `{"retcode"?: 1100|1101|1102|1205}` → `{"uin", "retcode"}`;
+//!   `POST /sessions/<uin>/rate_limit` `{"on"}` → `{"uin", "rate_limited"}`.
+//! - `GET|DELETE /sessions/<uin>/outbox` → `{"messages": [{"endpoint", "msg_type", "from", "to",
+//!   "to_nickname", "content", "media_id", "msg_id", "local_id", "time_ms", "detail"?}]}`.
+//! - `POST /faults` `{"route", "http500"?, "drop"?, "malformed"?, "latency_ms"?}`, `DELETE /faults`,
+//!   `GET /faults` → `{"faults": {route: spec}}`.
+//! - `POST|GET /config` `{"hold_ms"?, "qr_ttl_ms"?, "echo_sent"?, "contact_page_size"?,
+//!   "sync_batch"?, "revoke_window_ms"?}` → the whole configuration.
+//! - `GET /stats` → `{"requests": {route: n}, "faults_injected": {"http500", "drop", "malformed",
+//!   "latency"}, "open_long_polls", "open_login_polls", "sessions_alive", "accounts"}`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -114,7 +114,12 @@ impl Drop for OpenPoll<'_> {
 impl Stats {
     fn count(&self, route: &str) {
         let mut g = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *g.entry(route.to_string()).or_insert(0) += 1;
+        match g.get_mut(route) {
+            Some(n) => *n += 1,
+            None => {
+                g.insert(route.to_string(), 1);
+            }
+        }
     }
 
     pub(crate) fn to_json(&self, sessions_alive: usize, accounts: usize) -> Value {

@@ -13,7 +13,28 @@ use super::ids;
 use super::media::{Blob, BlobData};
 use super::state::Sim;
 
-/// `POST /__sim/sessions/<uin>/inject` body. Which fields matter depends on `type`.
+/// `POST /__sim/sessions/<uin>/inject` body. Which fields matter depends on `type`:
+///
+/// | type | fields (besides `from`/`to`/`group`) | MsgType |
+/// |---|---|---|
+/// | `text` | `text`, `mentions` (nicknames or `"self"`) | 1 |
+/// | `image` | `md5` | 3 |
+/// | `voice` | `length_ms` | 34 |
+/// | `video` / `microvideo` | `length_ms` | 43 / 62 |
+/// | `file` | `file_name`, `size` | 49 / AppMsgType 6 |
+/// | `emoji` | `md5` | 47 |
+/// | `card` | `card` (a nickname) | 42 |
+/// | `link` | `title`, `desc`, `url` | 49 / 5 |
+/// | `location` | `label`, `address`, `lat`, `lng` | 1, SubMsgType 48 |
+/// | `mini_program` | `title`, `app_name`, `url` | 49 / 33 |
+/// | `transfer` | `amount` | 49 / 2000 |
+/// | `system` | `text` (`from` or `group` names the chat) | 10000 |
+/// | `recall` | `msg_id` of an earlier message | 10002 |
+/// | `friend_request` | `nickname`, `greeting`, `sex`, `alias`, `province`, `city`, `signature` | 37 |
+/// | `status_notify` | `code` (default 2), `to` | 51 |
+///
+/// `from` is a contact's nickname or UserName, or `"self"` (sent from the phone; `to` names the
+/// peer). With `group`, `from` names the member.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InjectSpec {
@@ -232,7 +253,7 @@ pub(crate) fn inject(
                 &route.from,
                 &route.to,
                 1,
-                wire(&route, content::escape_content(&body)),
+                wire(&route, content::text_content(&body)),
             );
             (m, route)
         }
@@ -477,7 +498,7 @@ pub(crate) fn inject(
                 Some(g) => (g.clone(), a.me.clone()),
                 None => (route.from.clone(), route.to.clone()),
             };
-            let m = Message::new(id, &from, &to, 10000, content::escape_content(text));
+            let m = Message::new(id, &from, &to, 10000, content::text_content(text));
             (m, route)
         }
         "recall" => {

@@ -14,7 +14,7 @@ use super::assets;
 use super::faults::OpenPoll;
 use super::http::{self, Req, cookie_domains, js_resp, set_cookie};
 use super::ids;
-use super::state::{QrState, Sim};
+use super::state::{QrState, Secret, Sim};
 
 /// `GET|POST /jslogin`: a new uuid; remembers whether the redirect asked for desktop mode.
 pub(crate) fn jslogin(sim: &Sim, req: &Req) -> Response {
@@ -48,7 +48,10 @@ pub(crate) async fn login_poll(sim: &Sim, req: &Req) -> Response {
                     g.finished = true;
                     return js_resp(EXPIRED.into());
                 }
-                QrState::Confirmed { ticket, .. } => {
+                QrState::Confirmed {
+                    ticket: Secret(ticket),
+                    ..
+                } => {
                     g.finished = true;
                     return js_resp(format!(
                         "window.code=200;\nwindow.redirect_uri=\"{}://{}/cgi-bin/mmwebwx-bin/webwxnewloginpage?ticket={ticket}&uuid={}&lang=zh_CN&scan={}\";",
@@ -292,14 +295,14 @@ pub(crate) fn phone(sim: &Sim, uuid: &str, action: PhoneAction) -> Result<Arc<st
             }
             (QrState::Scanned { uin }, PhoneAction::Confirm) => QrState::Confirmed {
                 uin: *uin,
-                ticket: sim.issue_ticket(*uin, qr.desktop),
+                ticket: Secret(sim.issue_ticket(*uin, qr.desktop)),
             },
             // A push-login prompt is confirmed on the phone without a scan.
             (QrState::Waiting, PhoneAction::Confirm) if qr.push_uin.is_some() => {
                 let uin = qr.push_uin.unwrap_or_default();
                 QrState::Confirmed {
                     uin,
-                    ticket: sim.issue_ticket(uin, qr.desktop),
+                    ticket: Secret(sim.issue_ticket(uin, qr.desktop)),
                 }
             }
             (QrState::Scanned { .. }, PhoneAction::Cancel) => QrState::Waiting,

@@ -4,8 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart};
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -48,11 +47,22 @@ impl Blob {
         }
     }
 
-    fn range(&self, start: u64, end_inclusive: u64) -> Bytes {
+    /// Bytes `start..=end_inclusive` (both within the blob) as a body; patterned payloads are
+    /// generated in 64 KiB pieces while streaming, so huge files cost no memory.
+    fn body(&self, start: u64, end_inclusive: u64) -> Body {
         match &self.data {
-            BlobData::Bytes(b) => b.slice(start as usize..=end_inclusive as usize),
+            BlobData::Bytes(b) => Body::from(b.slice(start as usize..=end_inclusive as usize)),
             BlobData::Pattern(_) => {
-                assets::pattern(start, (end_inclusive - start + 1) as usize).into()
+                const PIECE: u64 = 64 * 1024;
+                let stream = futures::stream::unfold(start, move |pos| async move {
+                    if pos > end_inclusive {
+                        return None;
+                    }
+                    let n = PIECE.min(end_inclusive - pos + 1);
+                    let piece = Bytes::from(assets::pattern(pos, n as usize));
+                    Some((Ok::<Bytes, std::convert::Infallible>(piece), pos + n))
+                });
+                Body::from_stream(stream)
             }
         }
     }
@@ -142,20 +152,17 @@ pub(crate) async fn upload(sim: &Sim, req: &Req) -> Response {
     if req.method == axum::http::Method::OPTIONS {
         return bad("preflight");
     }
-    let Some(ct) = req.headers.get(header::CONTENT_TYPE).cloned() else {
+    let Some(boundary) = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+    else {
         return bad("expected multipart/form-data");
     };
-    let rebuilt = match Request::builder()
-        .method("POST")
-        .header(header::CONTENT_TYPE, ct)
-        .body(Body::from(req.body.clone()))
-    {
-        Ok(r) => r,
-        Err(_) => return bad("bad request"),
-    };
-    let Ok(mut form) = Multipart::from_request(rebuilt, &()).await else {
-        return bad("expected multipart/form-data");
-    };
+    let body = req.body.clone();
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut file: Option<Bytes> = None;
     loop {
@@ -338,17 +345,23 @@ fn serve_blob(req: &Req, blob: &Blob, allow_range: bool, attachment: bool) -> Re
     } else {
         None
     };
-    let (status, body, content_range) = match range {
+    let (status, body, body_len, content_range) = match range {
         Some((s, e)) => (
             StatusCode::PARTIAL_CONTENT,
-            blob.range(s, e),
+            blob.body(s, e),
+            e - s + 1,
             Some(format!("bytes {s}-{e}/{len}")),
         ),
-        None if len == 0 => (StatusCode::OK, Bytes::new(), None),
-        None => (StatusCode::OK, blob.range(0, len - 1), None),
+        None if len == 0 => (StatusCode::OK, Body::empty(), 0, None),
+        None => (StatusCode::OK, blob.body(0, len - 1), len, None),
     };
-    let mut r = http::bytes_resp(status, &blob.content_type, body);
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
     let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&blob.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     if allow_range {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
@@ -493,14 +506,17 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 10), Ok(None));
     }
 
-    #[test]
-    fn pattern_blob_ranges_match_pattern() {
+    #[tokio::test]
+    async fn pattern_blob_bodies_match_pattern() {
         let b = Blob {
             content_type: "application/octet-stream".into(),
             file_name: "x".into(),
-            data: BlobData::Pattern(1000),
+            data: BlobData::Pattern(200_000),
         };
-        assert_eq!(b.range(10, 12).as_ref(), assets::pattern(10, 3).as_slice());
+        let got = axum::body::to_bytes(b.body(10, 150_009), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(got.as_ref(), assets::pattern(10, 150_000).as_slice());
     }
 
     #[test]

@@ -155,13 +155,12 @@ pub(crate) fn send(sim: &Sim, req: &Req, kind: SendKind) -> Response {
         detail: json!({"Type": client_type, "Scene": get_ci(&body, "Scene").cloned().unwrap_or(Value::Null)}),
     });
     if sim.config().echo_sent {
-        let mut m = Message::new(
-            id,
-            &me,
-            &to,
-            kind.msg_type(),
-            content::escape_content(&text),
-        );
+        let wire = if kind == SendKind::Text {
+            content::text_content(&text)
+        } else {
+            content::escape_content(&text)
+        };
+        let mut m = Message::new(id, &me, &to, kind.msg_type(), wire);
         match kind {
             SendKind::Image => {
                 m.img_status = 2;

@@ -301,12 +301,22 @@ impl Session {
     }
 }
 
+/// A credential string whose Debug output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// A QR login in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum QrState {
     Waiting,
     Scanned { uin: u64 },
-    Confirmed { uin: u64, ticket: String },
+    Confirmed { uin: u64, ticket: Secret },
     Expired,
 }
 
