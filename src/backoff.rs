@@ -19,7 +19,11 @@ impl Backoff {
             .with_factor(2.0)
             .with_jitter()
             .without_max_times();
-        Backoff { current: builder.build(), builder, max }
+        Backoff {
+            current: builder.build(),
+            builder,
+            max,
+        }
     }
 
     /// The next delay to wait.
@@ -41,10 +45,16 @@ mod tests {
     fn grows_caps_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let first = b.next_delay();
-        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(100) && first <= Duration::from_millis(200),
+            "{first:?}"
+        );
         let later: Vec<_> = (0..20).map(|_| b.next_delay()).collect();
         assert!(later.iter().all(|d| *d <= Duration::from_secs(2)));
-        assert!(later.last().unwrap() >= &Duration::from_secs(1), "{later:?}");
+        assert!(
+            later.last().unwrap() >= &Duration::from_secs(1),
+            "{later:?}"
+        );
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(200));
     }

@@ -23,7 +23,7 @@ pub mod control;
 pub mod exit;
 pub mod logging;
 pub mod shutdown;
-pub mod supervisor;
 pub mod sim;
+pub mod supervisor;
 pub mod wechat;
 pub mod worker;

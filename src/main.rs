@@ -24,8 +24,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_flag = cli.global.config.as_deref();
     if let Some(session) = cli.qr_session {
-        let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let Some(config) = load_config(config_flag) else {
+            return Ok(WorkerExit::Usage.into());
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let outcome = rt.block_on(async move {
             let root = CancellationToken::new();
             shutdown::install(root.clone());
@@ -38,18 +42,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Some(Command::Sim(args)) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let root = CancellationToken::new();
                 shutdown::install(root.clone());
-                sim::run(sim::SimOptions { listen: args.listen, hold: args.hold }, root).await
+                sim::run(
+                    sim::SimOptions {
+                        listen: args.listen,
+                        hold: args.hold,
+                    },
+                    root,
+                )
+                .await
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::CheckConfig) => {
             let (ok, report) = config::check_config_report(config_flag);
             println!("{report}");
-            Ok(if ok { ExitCode::SUCCESS } else { WorkerExit::Usage.into() })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                WorkerExit::Usage.into()
+            })
         }
         Some(cmd @ (Command::Run | Command::Demo | Command::Status | Command::Worker(_))) => {
             let name = match cmd {

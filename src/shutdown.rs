@@ -10,7 +10,9 @@ pub const ESCALATED_EXIT: i32 = 130;
 pub fn install(root: CancellationToken) {
     tokio::spawn(async move {
         if wait_for_signal().await.is_err() {
-            tracing::warn!("cannot listen for signals; only an explicit stop will end this process");
+            tracing::warn!(
+                "cannot listen for signals; only an explicit stop will end this process"
+            );
             return;
         }
         tracing::info!("shutdown requested; finishing (signal again to force)");

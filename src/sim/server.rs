@@ -152,6 +152,9 @@ fn router(sim: Arc<Sim>) -> Router {
             faults::middleware,
         ))
         .with_state(sim)
+        // The reference control plane shares the listener (its routes live under /wehub, /__cp
+        // and /cp, and are not subject to the WeChat fault injection).
+        .merge(super::wehub::router(super::wehub::WehubState::new()))
 }
 
 async fn jslogin(

@@ -42,9 +42,15 @@ pub async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(AdminState { registry, machine_id, max_sessions });
+        .with_state(AdminState {
+            registry,
+            machine_id,
+            max_sessions,
+        });
     let handle = tokio::spawn(async move {
-        let r = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "admin API stopped");
         }
@@ -64,12 +70,15 @@ async fn status(State(st): State<AdminState>) -> Json<StatusReport> {
 /// `wxagent status`: fetches `/status` from the local supervisor and renders a table.
 pub async fn fetch_status(listen: SocketAddr) -> anyhow::Result<StatusReport> {
     let url = format!("http://{listen}/status");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("no supervisor answering on {listen} ({}); is `wxagent run` running?", e.without_url()))?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let resp = client.get(&url).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no supervisor answering on {listen} ({}); is `wxagent run` running?",
+            e.without_url()
+        )
+    })?;
     if !resp.status().is_success() {
         anyhow::bail!("supervisor at {listen} answered HTTP {}", resp.status());
     }
@@ -152,16 +161,42 @@ mod tests {
             pid: 7,
             max_sessions: 10,
             sessions: vec![
-                SessionStatus { id: "q1".into(), pid: Some(123), state: "online".into(), account: Some("42".into()), nickname: Some("Alice".into()), since_ms: now_ms(), restarts: 1, last_exit: None },
-                SessionStatus { id: "q2".into(), pid: None, state: "restarting".into(), account: None, nickname: None, since_ms: now_ms() - 120_000, restarts: 3, last_exit: Some("crashed".into()) },
+                SessionStatus {
+                    id: "q1".into(),
+                    pid: Some(123),
+                    state: "online".into(),
+                    account: Some("42".into()),
+                    nickname: Some("Alice".into()),
+                    since_ms: now_ms(),
+                    restarts: 1,
+                    last_exit: None,
+                },
+                SessionStatus {
+                    id: "q2".into(),
+                    pid: None,
+                    state: "restarting".into(),
+                    account: None,
+                    nickname: None,
+                    since_ms: now_ms() - 120_000,
+                    restarts: 3,
+                    last_exit: Some("crashed".into()),
+                },
             ],
         };
         let t = render_table(&report);
-        assert!(t.starts_with("supervisor host (pid 7), 2 of 10 sessions\n"), "{t}");
+        assert!(
+            t.starts_with("supervisor host (pid 7), 2 of 10 sessions\n"),
+            "{t}"
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
         assert!(lines[1].starts_with("SESSION"));
-        assert!(lines[2].contains("q1") && lines[2].contains("123") && lines[2].contains("Alice (42)") && lines[2].contains("online"));
+        assert!(
+            lines[2].contains("q1")
+                && lines[2].contains("123")
+                && lines[2].contains("Alice (42)")
+                && lines[2].contains("online")
+        );
         assert!(lines[3].contains("restarting") && lines[3].contains("2m ago"));
     }
 }

@@ -34,7 +34,10 @@ pub struct ChildSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChildEvent {
     /// A worker relayed task 200 from its control-plane acks.
-    StartSession { qr_session_id: String, task_id: Option<String> },
+    StartSession {
+        qr_session_id: String,
+        task_id: Option<String>,
+    },
 }
 
 /// How a supervised session ended for good.
@@ -90,7 +93,11 @@ pub async fn supervise(
             }
             restarts += 1;
             let delay = backoff.next_delay();
-            tracing::warn!(restarts, delay_ms = delay.as_millis() as u64, "worker {described}; restarting");
+            tracing::warn!(
+                restarts,
+                delay_ms = delay.as_millis() as u64,
+                "worker {described}; restarting"
+            );
             registry.update(&spec.session_id, |s| {
                 s.state = "restarting".into();
                 s.restarts = restarts;
@@ -124,7 +131,8 @@ async fn run_once(
     events: &mpsc::Sender<ChildEvent>,
     stop: &CancellationToken,
 ) -> std::io::Result<RunEnd> {
-    let mut child = process::spawn_worker(&spec.exe, &spec.session_id, spec.config_path.as_deref())?;
+    let mut child =
+        process::spawn_worker(&spec.exe, &spec.session_id, spec.config_path.as_deref())?;
     let pid = child.id();
     tracing::info!(pid, "worker started");
     registry.update(&spec.session_id, |s| {
@@ -177,7 +185,9 @@ async fn run_once(
             registry.update(&spec.session_id, |s| s.state = "stopping".into());
             match process::stop(&mut child, spec.grace).await? {
                 Stopped::Gracefully(st) => tracing::info!(status = %st, "worker stopped"),
-                Stopped::Killed(st) => tracing::warn!(status = %st, "worker killed after the grace period"),
+                Stopped::Killed(st) => {
+                    tracing::warn!(status = %st, "worker killed after the grace period")
+                }
             }
             RunEnd::Stopped
         }
@@ -187,9 +197,18 @@ async fn run_once(
     Ok(end)
 }
 
-async fn handle_message(id: &str, registry: &Registry, events: &mpsc::Sender<ChildEvent>, m: WorkerMessage) {
+async fn handle_message(
+    id: &str,
+    registry: &Registry,
+    events: &mpsc::Sender<ChildEvent>,
+    m: WorkerMessage,
+) {
     match m {
-        WorkerMessage::State { state, wxid, nickname } => registry.update(id, |s| {
+        WorkerMessage::State {
+            state,
+            wxid,
+            nickname,
+        } => registry.update(id, |s| {
             s.state = state;
             if wxid.is_some() {
                 s.account = wxid;
@@ -199,8 +218,16 @@ async fn handle_message(id: &str, registry: &Registry, events: &mpsc::Sender<Chi
             }
         }),
         WorkerMessage::Qr { refresh } => tracing::debug!(refresh, "worker showed a QR code"),
-        WorkerMessage::StartSession { qr_session_id, task_id } => {
-            let _ = events.send(ChildEvent::StartSession { qr_session_id, task_id }).await;
+        WorkerMessage::StartSession {
+            qr_session_id,
+            task_id,
+        } => {
+            let _ = events
+                .send(ChildEvent::StartSession {
+                    qr_session_id,
+                    task_id,
+                })
+                .await;
         }
         WorkerMessage::Ended { exit_code, outcome } => {
             tracing::info!(exit_code, "worker reports: {outcome}");

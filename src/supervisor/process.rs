@@ -9,13 +9,19 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// Spawns `wxagent worker --session ID [--config FILE]` from the running executable.
-pub fn spawn_worker(exe: &Path, session_id: &str, config_path: Option<&Path>) -> std::io::Result<Child> {
+pub fn spawn_worker(
+    exe: &Path,
+    session_id: &str,
+    config_path: Option<&Path>,
+) -> std::io::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.arg("worker").arg("--session").arg(session_id);
     if let Some(p) = config_path {
         cmd.arg("--config").arg(p);
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // Last resort: if the owning task is dropped without a stop, the child is still killed.
     cmd.kill_on_drop(true);
     #[cfg(unix)]
@@ -54,7 +60,11 @@ pub async fn stop(child: &mut Child, grace: Duration) -> std::io::Result<Stopped
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => Ok(Stopped::Gracefully(status?)),
         Err(_) => {
-            tracing::warn!(pid = child.id(), grace_s = grace.as_secs(), "worker ignored SIGTERM; killing it");
+            tracing::warn!(
+                pid = child.id(),
+                grace_s = grace.as_secs(),
+                "worker ignored SIGTERM; killing it"
+            );
             signal_group(child, Signal::Kill);
             // `start_kill` covers platforms without process groups and a child that left its group.
             let _ = child.start_kill();

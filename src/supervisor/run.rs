@@ -25,7 +25,11 @@ pub struct SupervisorOptions {
     pub grace: Duration,
 }
 
-pub async fn run(config: Config, opts: SupervisorOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    opts: SupervisorOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let Some(_) = config.control.callback_url else {
         anyhow::bail!("`wxagent run` needs [control] callback_url in the configuration");
     };
@@ -53,7 +57,11 @@ pub async fn run(config: Config, opts: SupervisorOptions, shutdown: Cancellation
     };
     let (child_tx, mut child_rx) = mpsc::channel::<ChildEvent>(64);
     let poll_every = config.control.poll_interval;
-    let mut ticker = tokio::time::interval(if poll_every.is_zero() { Duration::from_secs(3600) } else { poll_every });
+    let mut ticker = tokio::time::interval(if poll_every.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        poll_every
+    });
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -96,9 +104,14 @@ impl Supervisor<'_> {
         match self.control.pull_task("", data).await {
             Ok(None) => {}
             Ok(Some((task_id, raw))) => match raw.parse() {
-                Ok(Task::StartQrSession { qr_session_id }) => self.start(&qr_session_id, Some(&task_id), child_tx).await,
+                Ok(Task::StartQrSession { qr_session_id }) => {
+                    self.start(&qr_session_id, Some(&task_id), child_tx).await
+                }
                 Ok(other) => {
-                    let reason = format!("the agent itself only runs task 200; got {}", other.describe());
+                    let reason = format!(
+                        "the agent itself only runs task 200; got {}",
+                        other.describe()
+                    );
                     tracing::warn!(task_id, "{reason}");
                     self.result(&task_id, false, &reason).await;
                 }
@@ -112,19 +125,34 @@ impl Supervisor<'_> {
     }
 
     async fn result(&self, task_id: &str, ok: bool, reason: &str) {
-        if let Err(e) = self.control.report_task_result("", task_id, ok, reason).await {
+        if let Err(e) = self
+            .control
+            .report_task_result("", task_id, ok, reason)
+            .await
+        {
             tracing::warn!(task_id, error = %e, "could not report the task result");
         }
     }
 
     /// Starts a worker for a QR session, or refuses with a reason (spec B.4).
-    async fn start(&mut self, qr_session_id: &str, task_id: Option<&str>, child_tx: &mpsc::Sender<ChildEvent>) {
+    async fn start(
+        &mut self,
+        qr_session_id: &str,
+        task_id: Option<&str>,
+        child_tx: &mpsc::Sender<ChildEvent>,
+    ) {
         let refusal = if qr_session_id.is_empty() || !valid_session_id(qr_session_id) {
-            Some(format!("invalid qr_session_id {qr_session_id:?}: use 1-64 letters, digits, '-', '_' or '.'"))
+            Some(format!(
+                "invalid qr_session_id {qr_session_id:?}: use 1-64 letters, digits, '-', '_' or '.'"
+            ))
         } else if self.registry.contains(qr_session_id) {
             Some(format!("session {qr_session_id} is already running"))
         } else if self.registry.len() >= self.config.agent.max_sessions {
-            Some(format!("capacity reached ({} of {} sessions)", self.registry.len(), self.config.agent.max_sessions))
+            Some(format!(
+                "capacity reached ({} of {} sessions)",
+                self.registry.len(),
+                self.config.agent.max_sessions
+            ))
         } else {
             None
         };
@@ -178,7 +206,9 @@ pub fn valid_session_id(id: &str) -> bool {
         && id.len() <= 64
         && id != "."
         && id != ".."
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

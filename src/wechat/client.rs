@@ -71,7 +71,10 @@ pub struct WebClient {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A client message id: 17 digits like the official client's (ms timestamp + 4 random digits).
@@ -83,7 +86,11 @@ fn client_msg_id() -> String {
 impl WebClient {
     pub fn new(settings: ClientSettings) -> Result<WebClient, WechatError> {
         let login = hosts::login_origin(&settings.login)?;
-        let user_agent = if settings.desktop_mode { desktop::USER_AGENT_DESKTOP } else { desktop::USER_AGENT_WEB };
+        let user_agent = if settings.desktop_mode {
+            desktop::USER_AGENT_DESKTOP
+        } else {
+            desktop::USER_AGENT_WEB
+        };
         let http = reqwest::Client::builder()
             // newloginpage answers 301 in desktop mode and must not be followed (spec §3.4).
             .redirect(reqwest::redirect::Policy::none())
@@ -91,17 +98,30 @@ impl WebClient {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| WechatError::Transport { endpoint: "client", source: e.without_url() })?;
+            .map_err(|e| WechatError::Transport {
+                endpoint: "client",
+                source: e.without_url(),
+            })?;
         let session = WebSession {
-            credentials: Credentials { device_id: new_device_id(), ..Credentials::default() },
+            credentials: Credentials {
+                device_id: new_device_id(),
+                ..Credentials::default()
+            },
             desktop_mode: settings.desktop_mode,
             ..WebSession::default()
         };
-        Ok(WebClient { http, settings: ClientSettings { login, ..settings }, state: Mutex::new(session) })
+        Ok(WebClient {
+            http,
+            settings: ClientSettings { login, ..settings },
+            state: Mutex::new(session),
+        })
     }
 
     /// A client for a saved session (resume).
-    pub fn with_session(settings: ClientSettings, session: WebSession) -> Result<WebClient, WechatError> {
+    pub fn with_session(
+        settings: ClientSettings,
+        session: WebSession,
+    ) -> Result<WebClient, WechatError> {
         let c = WebClient::new(settings)?;
         *c.lock() = session;
         Ok(c)
@@ -166,16 +186,27 @@ impl WebClient {
         if let Some(c) = self.cookie_header() {
             req = req.header(header::COOKIE, c);
         }
-        let resp = req.send().await.map_err(|e| WechatError::transport(endpoint, e, timeout))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| WechatError::transport(endpoint, e, timeout))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.store_cookies(&headers);
-        let body = resp.text().await.map_err(|e| WechatError::transport(endpoint, e, timeout))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| WechatError::transport(endpoint, e, timeout))?;
         tracing::trace!(endpoint, status, len = body.len(), "answer");
         Ok((status, headers, body))
     }
 
-    async fn get_text(&self, endpoint: &'static str, url: Url, timeout: Duration) -> Result<String, WechatError> {
+    async fn get_text(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        timeout: Duration,
+    ) -> Result<String, WechatError> {
         let (status, _, body) = self.send(endpoint, self.http.get(url), timeout).await?;
         if !(200..300).contains(&status) {
             return Err(WechatError::Status { endpoint, status });
@@ -184,13 +215,20 @@ impl WebClient {
     }
 
     /// POSTs a JSON body to a main-host endpoint and checks `BaseResponse.Ret`.
-    async fn post_json(&self, endpoint: &'static str, url: Url, body: Value) -> Result<Value, WechatError> {
+    async fn post_json(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        body: Value,
+    ) -> Result<Value, WechatError> {
         let req = self
             .http
             .post(url)
             .header(header::CONTENT_TYPE, "application/json;charset=UTF-8")
             .body(body.to_string());
-        let (status, _, text) = self.send(endpoint, req, self.settings.request_timeout).await?;
+        let (status, _, text) = self
+            .send(endpoint, req, self.settings.request_timeout)
+            .await?;
         if !(200..300).contains(&status) {
             return Err(WechatError::Status { endpoint, status });
         }
@@ -212,7 +250,11 @@ impl WebClient {
     /// jslogin: a new login uuid (spec §3.1).
     pub async fn jslogin(&self) -> Result<String, WechatError> {
         const EP: &str = "jslogin";
-        let mut url = self.settings.login.join("jslogin").expect("static path joins");
+        let mut url = self
+            .settings
+            .login
+            .join("jslogin")
+            .expect("static path joins");
         let redirect = if self.settings.desktop_mode {
             "https://wx.qq.com/cgi-bin/mmwebwx-bin/webwxnewloginpage?mod=desktop"
         } else {
@@ -224,12 +266,24 @@ impl WebClient {
             .append_pair("fun", "new")
             .append_pair("lang", "zh_CN")
             .append_pair("_", &now_ms().to_string());
-        let body = self.get_text(EP, url, self.settings.request_timeout).await?;
-        let js = parse::parse_jslogin(&body).map_err(|source| WechatError::Parse { endpoint: EP, source })?;
+        let body = self
+            .get_text(EP, url, self.settings.request_timeout)
+            .await?;
+        let js = parse::parse_jslogin(&body).map_err(|source| WechatError::Parse {
+            endpoint: EP,
+            source,
+        })?;
         if js.code != 200 {
-            return Err(WechatError::Ret { endpoint: EP, ret: js.code, message: String::new() });
+            return Err(WechatError::Ret {
+                endpoint: EP,
+                ret: js.code,
+                message: String::new(),
+            });
         }
-        js.uuid.ok_or(WechatError::Missing { endpoint: EP, what: "uuid" })
+        js.uuid.ok_or(WechatError::Missing {
+            endpoint: EP,
+            what: "uuid",
+        })
     }
 
     /// The text to encode in the QR code for `uuid`.
@@ -240,7 +294,11 @@ impl WebClient {
     /// One login long poll (spec §3.3). A client-side timeout is the same as the server's 408.
     pub async fn poll_login(&self, uuid: &str, first: bool) -> Result<LoginPoll, WechatError> {
         const EP: &str = "login";
-        let mut url = self.settings.login.join("cgi-bin/mmwebwx-bin/login").expect("static path joins");
+        let mut url = self
+            .settings
+            .login
+            .join("cgi-bin/mmwebwx-bin/login")
+            .expect("static path joins");
         let now = now_ms();
         url.query_pairs_mut()
             .append_pair("loginicon", "true")
@@ -249,7 +307,10 @@ impl WebClient {
             .append_pair("r", &(-(now / 1579)).to_string())
             .append_pair("_", &now.to_string());
         match self.get_text(EP, url, self.settings.longpoll_timeout).await {
-            Ok(body) => parse::parse_login_poll(&body).map_err(|source| WechatError::Parse { endpoint: EP, source }),
+            Ok(body) => parse::parse_login_poll(&body).map_err(|source| WechatError::Parse {
+                endpoint: EP,
+                source,
+            }),
             Err(WechatError::Timeout { .. }) => Ok(LoginPoll::Waiting),
             Err(e) => Err(e),
         }
@@ -258,8 +319,10 @@ impl WebClient {
     /// webwxnewloginpage: exchanges the confirmed ticket for credentials and derives the hosts.
     pub async fn new_login_page(&self, redirect_uri: &str) -> Result<(), WechatError> {
         const EP: &str = "webwxnewloginpage";
-        let mut url = Url::parse(redirect_uri)
-            .map_err(|e| WechatError::Json { endpoint: "login", detail: format!("redirect_uri is not a URL: {e}") })?;
+        let mut url = Url::parse(redirect_uri).map_err(|e| WechatError::Json {
+            endpoint: "login",
+            detail: format!("redirect_uri is not a URL: {e}"),
+        })?;
         let derived = Hosts::derive(&self.settings.login, &url)?;
         if !url.query_pairs().any(|(k, _)| k == "fun") {
             url.query_pairs_mut().append_pair("fun", "new");
@@ -277,19 +340,39 @@ impl WebClient {
         let (status, _, body) = self.send(EP, req, self.settings.request_timeout).await?;
         // 200 in normal mode, 301 (with or without Location) in desktop mode; both carry the XML.
         if !(200..300).contains(&status) && !(300..400).contains(&status) {
-            return Err(WechatError::Status { endpoint: EP, status });
+            return Err(WechatError::Status {
+                endpoint: EP,
+                status,
+            });
         }
-        let page = parse::parse_newloginpage(&body).map_err(|source| WechatError::Parse { endpoint: EP, source })?;
+        let page = parse::parse_newloginpage(&body).map_err(|source| WechatError::Parse {
+            endpoint: EP,
+            source,
+        })?;
         if page.ret != 0 {
-            return Err(WechatError::LoginRefused { ret: page.ret, message: page.message.clone() });
+            return Err(WechatError::LoginRefused {
+                ret: page.ret,
+                message: page.message.clone(),
+            });
         }
         let mut s = self.lock();
         let cookie = |n: &str| s.cookies.get(n).map(str::to_owned);
         // Desktop-mode servers may put the credentials only in cookies (spec §3.4, IU).
-        let uin = page.wxuin.clone().filter(|v| !v.is_empty()).or_else(|| cookie("wxuin"));
-        let sid = page.wxsid.clone().filter(|v| !v.is_empty()).or_else(|| cookie("wxsid"));
+        let uin = page
+            .wxuin
+            .clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| cookie("wxuin"));
+        let sid = page
+            .wxsid
+            .clone()
+            .filter(|v| !v.is_empty())
+            .or_else(|| cookie("wxsid"));
         let (Some(uin), Some(sid)) = (uin, sid) else {
-            return Err(WechatError::Missing { endpoint: EP, what: "wxuin/wxsid (neither in the body nor in cookies)" });
+            return Err(WechatError::Missing {
+                endpoint: EP,
+                what: "wxuin/wxsid (neither in the body nor in cookies)",
+            });
         };
         s.credentials.uin = uin;
         s.credentials.sid = sid;
@@ -313,15 +396,30 @@ impl WebClient {
             .append_pair("r", &(-(now_ms() / 1579)).to_string())
             .append_pair("lang", "zh_CN")
             .append_pair("pass_ticket", &self.pass_ticket());
-        let v = self.post_json(EP, url, json!({ "BaseRequest": self.base_request() })).await?;
+        let v = self
+            .post_json(EP, url, json!({ "BaseRequest": self.base_request() }))
+            .await?;
         let user: RawContact = field(EP, &v, "User")?;
         if user.user_name.is_empty() {
-            return Err(WechatError::Missing { endpoint: EP, what: "User.UserName" });
+            return Err(WechatError::Missing {
+                endpoint: EP,
+                what: "User.UserName",
+            });
         }
         let contacts: Vec<RawContact> = opt_list(EP, &v, "ContactList")?;
-        let key = v.get("SyncKey").and_then(SyncKey::from_json).ok_or(WechatError::Missing { endpoint: EP, what: "SyncKey" })?;
+        let key = v
+            .get("SyncKey")
+            .and_then(SyncKey::from_json)
+            .ok_or(WechatError::Missing {
+                endpoint: EP,
+                what: "SyncKey",
+            })?;
         let mut s = self.lock();
-        if let Some(sk) = v.get("SKey").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+        if let Some(sk) = v
+            .get("SKey")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+        {
             s.credentials.skey = sk.to_owned();
         }
         if !(keep_sync_key && !s.sync_key.is_empty()) {
@@ -330,15 +428,25 @@ impl WebClient {
         }
         s.self_user_name = user.user_name.clone();
         drop(s);
-        let chat_set = v.get("ChatSet").and_then(Value::as_str).unwrap_or_default().to_owned();
-        Ok(InitData { user, contacts, chat_set })
+        let chat_set = v
+            .get("ChatSet")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(InitData {
+            user,
+            contacts,
+            chat_set,
+        })
     }
 
     /// webwxstatusnotify Code 3 (inited), as every client does after init.
     pub async fn status_notify(&self) -> Result<(), WechatError> {
         const EP: &str = "webwxstatusnotify";
         let mut url = self.api(Host::Main, EP)?;
-        url.query_pairs_mut().append_pair("lang", "zh_CN").append_pair("pass_ticket", &self.pass_ticket());
+        url.query_pairs_mut()
+            .append_pair("lang", "zh_CN")
+            .append_pair("pass_ticket", &self.pass_ticket());
         let me = self.self_user_name();
         let body = json!({
             "BaseRequest": self.base_request(),
@@ -366,7 +474,9 @@ impl WebClient {
                 .append_pair("r", &now_ms().to_string())
                 .append_pair("seq", &seq.to_string())
                 .append_pair("skey", &skey);
-            let text = self.get_text(EP, url, self.settings.request_timeout).await?;
+            let text = self
+                .get_text(EP, url, self.settings.request_timeout)
+                .await?;
             let v = parse_json(EP, &text)?;
             check_ret(EP, &v)?;
             let page: Vec<RawContact> = opt_list(EP, &v, "MemberList")?;
@@ -377,12 +487,18 @@ impl WebClient {
             }
             seq = next;
         }
-        tracing::warn!(pages = MAX_PAGES, "webwxgetcontact kept paging; stopped at the bound");
+        tracing::warn!(
+            pages = MAX_PAGES,
+            "webwxgetcontact kept paging; stopped at the bound"
+        );
         Ok(all)
     }
 
     /// webwxbatchgetcontact for up to 50 entries (spec §3.8): `(UserName, EncryChatRoomId)`.
-    pub async fn batch_get_contact(&self, items: &[(String, String)]) -> Result<Vec<RawContact>, WechatError> {
+    pub async fn batch_get_contact(
+        &self,
+        items: &[(String, String)],
+    ) -> Result<Vec<RawContact>, WechatError> {
         const EP: &str = "webwxbatchgetcontact";
         let mut url = self.api(Host::Main, EP)?;
         url.query_pairs_mut()
@@ -390,8 +506,10 @@ impl WebClient {
             .append_pair("r", &now_ms().to_string())
             .append_pair("lang", "zh_CN")
             .append_pair("pass_ticket", &self.pass_ticket());
-        let list: Vec<Value> =
-            items.iter().map(|(u, e)| json!({"UserName": u, "EncryChatRoomId": e})).collect();
+        let list: Vec<Value> = items
+            .iter()
+            .map(|(u, e)| json!({"UserName": u, "EncryChatRoomId": e}))
+            .collect();
         let body = json!({ "BaseRequest": self.base_request(), "Count": list.len(), "List": list });
         let v = self.post_json(EP, url, body).await?;
         opt_list(EP, &v, "ContactList")
@@ -414,8 +532,14 @@ impl WebClient {
                 .append_pair("_", &now_ms().to_string());
         }
         match self.get_text(EP, url, self.settings.longpoll_timeout).await {
-            Ok(body) => parse::parse_synccheck(&body).map_err(|source| WechatError::Parse { endpoint: EP, source }),
-            Err(WechatError::Timeout { .. }) => Ok(SyncCheck { retcode: 0, selector: 0 }),
+            Ok(body) => parse::parse_synccheck(&body).map_err(|source| WechatError::Parse {
+                endpoint: EP,
+                source,
+            }),
+            Err(WechatError::Timeout { .. }) => Ok(SyncCheck {
+                retcode: 0,
+                selector: 0,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -442,9 +566,19 @@ impl WebClient {
             (body, s.sync_key.clone())
         };
         let v = self.post_json(EP, url, body).await?;
-        let sync_key = v.get("SyncKey").and_then(SyncKey::from_json).filter(|k| !k.is_empty());
-        let sync_check_key = v.get("SyncCheckKey").and_then(SyncKey::from_json).filter(|k| !k.is_empty());
-        let skey = v.get("SKey").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_owned);
+        let sync_key = v
+            .get("SyncKey")
+            .and_then(SyncKey::from_json)
+            .filter(|k| !k.is_empty());
+        let sync_check_key = v
+            .get("SyncCheckKey")
+            .and_then(SyncKey::from_json)
+            .filter(|k| !k.is_empty());
+        let skey = v
+            .get("SKey")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned);
         let data = SyncData {
             messages: opt_list(EP, &v, "AddMsgList")?,
             mod_contacts: opt_list(EP, &v, "ModContactList")?,
@@ -457,7 +591,14 @@ impl WebClient {
             continue_flag: v.get("ContinueFlag").and_then(json_i64).unwrap_or(0),
             key_changed: sync_key.as_ref().is_some_and(|k| *k != old_key),
         };
-        Ok((data, PendingKeys { sync_key, sync_check_key, skey }))
+        Ok((
+            data,
+            PendingKeys {
+                sync_key,
+                sync_check_key,
+                skey,
+            },
+        ))
     }
 
     /// Applies the keys of a webwxsync once its data is safe.
@@ -478,7 +619,9 @@ impl WebClient {
     pub async fn send_text(&self, to: &str, content: &str) -> Result<SentMessage, WechatError> {
         const EP: &str = "webwxsendmsg";
         let mut url = self.api(Host::Main, EP)?;
-        url.query_pairs_mut().append_pair("lang", "zh_CN").append_pair("pass_ticket", &self.pass_ticket());
+        url.query_pairs_mut()
+            .append_pair("lang", "zh_CN")
+            .append_pair("pass_ticket", &self.pass_ticket());
         let id = client_msg_id();
         let body = json!({
             "BaseRequest": self.base_request(),
@@ -493,8 +636,18 @@ impl WebClient {
             "Scene": 0,
         });
         let v = self.post_json(EP, url, body).await?;
-        let msg_id = v.get("MsgID").map(id_string).filter(|s| !s.is_empty()).ok_or(WechatError::Missing { endpoint: EP, what: "MsgID" })?;
-        Ok(SentMessage { msg_id, local_id: id })
+        let msg_id = v
+            .get("MsgID")
+            .map(id_string)
+            .filter(|s| !s.is_empty())
+            .ok_or(WechatError::Missing {
+                endpoint: EP,
+                what: "MsgID",
+            })?;
+        Ok(SentMessage {
+            msg_id,
+            local_id: id,
+        })
     }
 
     /// webwxlogout (spec §3.19). The answer is not needed: the session is over either way.
@@ -502,10 +655,18 @@ impl WebClient {
         const EP: &str = "webwxlogout";
         let mut url = self.api(Host::Main, EP)?;
         let skey = self.lock().credentials.skey.clone();
-        url.query_pairs_mut().append_pair("redirect", "1").append_pair("type", "1").append_pair("skey", &skey);
-        let (status, _, _) = self.send(EP, self.http.get(url), self.settings.request_timeout).await?;
+        url.query_pairs_mut()
+            .append_pair("redirect", "1")
+            .append_pair("type", "1")
+            .append_pair("skey", &skey);
+        let (status, _, _) = self
+            .send(EP, self.http.get(url), self.settings.request_timeout)
+            .await?;
         if status >= 400 {
-            return Err(WechatError::Status { endpoint: EP, status });
+            return Err(WechatError::Status {
+                endpoint: EP,
+                status,
+            });
         }
         Ok(())
     }
@@ -532,37 +693,84 @@ enum Host {
 }
 
 fn parse_json(endpoint: &'static str, text: &str) -> Result<Value, WechatError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| WechatError::Json { endpoint, detail: e.to_string() })?;
+    let v: Value = serde_json::from_str(text).map_err(|e| WechatError::Json {
+        endpoint,
+        detail: e.to_string(),
+    })?;
     if !v.is_object() {
-        return Err(WechatError::Json { endpoint, detail: "expected a JSON object".into() });
+        return Err(WechatError::Json {
+            endpoint,
+            detail: "expected a JSON object".into(),
+        });
     }
     Ok(v)
 }
 
 fn check_ret(endpoint: &'static str, v: &Value) -> Result<(), WechatError> {
-    let br = v.get("BaseResponse").ok_or(WechatError::Missing { endpoint, what: "BaseResponse" })?;
-    let ret = br.get("Ret").and_then(json_i64).ok_or(WechatError::Missing { endpoint, what: "BaseResponse.Ret" })?;
+    let br = v.get("BaseResponse").ok_or(WechatError::Missing {
+        endpoint,
+        what: "BaseResponse",
+    })?;
+    let ret = br
+        .get("Ret")
+        .and_then(json_i64)
+        .ok_or(WechatError::Missing {
+            endpoint,
+            what: "BaseResponse.Ret",
+        })?;
     if ret != 0 {
-        let message = br.get("ErrMsg").and_then(Value::as_str).unwrap_or_default().chars().take(200).collect();
-        return Err(WechatError::Ret { endpoint, ret, message });
+        let message = br
+            .get("ErrMsg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        return Err(WechatError::Ret {
+            endpoint,
+            ret,
+            message,
+        });
     }
     Ok(())
 }
 
-fn field<T: serde::de::DeserializeOwned>(endpoint: &'static str, v: &Value, key: &'static str) -> Result<T, WechatError> {
-    let f = v.get(key).ok_or(WechatError::Missing { endpoint, what: key })?;
-    T::deserialize(f).map_err(|e| WechatError::Json { endpoint, detail: format!("{key}: {e}") })
+fn field<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    v: &Value,
+    key: &'static str,
+) -> Result<T, WechatError> {
+    let f = v.get(key).ok_or(WechatError::Missing {
+        endpoint,
+        what: key,
+    })?;
+    T::deserialize(f).map_err(|e| WechatError::Json {
+        endpoint,
+        detail: format!("{key}: {e}"),
+    })
 }
 
 /// A list field; absent or null reads as empty (some servers omit empty lists).
-fn opt_list<T: serde::de::DeserializeOwned>(endpoint: &'static str, v: &Value, key: &'static str) -> Result<Vec<T>, WechatError> {
+fn opt_list<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    v: &Value,
+    key: &'static str,
+) -> Result<Vec<T>, WechatError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| T::deserialize(i).map_err(|e| WechatError::Json { endpoint, detail: format!("{key}: {e}") }))
+            .map(|i| {
+                T::deserialize(i).map_err(|e| WechatError::Json {
+                    endpoint,
+                    detail: format!("{key}: {e}"),
+                })
+            })
             .collect(),
-        Some(_) => Err(WechatError::Json { endpoint, detail: format!("{key}: expected a list") }),
+        Some(_) => Err(WechatError::Json {
+            endpoint,
+            detail: format!("{key}: expected a list"),
+        }),
     }
 }
 
@@ -585,7 +793,10 @@ mod tests {
         assert_eq!(e.ret(), Some(1101));
         assert_eq!(e.to_string(), "webwxsync: server answered Ret 1101");
         assert!(check_ret("x", &json!({"BaseResponse": {"Ret": "0"}})).is_ok());
-        assert!(matches!(check_ret("x", &json!({})), Err(WechatError::Missing { .. })));
+        assert!(matches!(
+            check_ret("x", &json!({})),
+            Err(WechatError::Missing { .. })
+        ));
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub enum WechatError {
         source: reqwest::Error,
     },
     #[error("{endpoint}: no answer within {seconds} s")]
-    Timeout { endpoint: &'static str, seconds: u64 },
+    Timeout {
+        endpoint: &'static str,
+        seconds: u64,
+    },
     #[error("{endpoint}: unexpected HTTP status {status}")]
     Status { endpoint: &'static str, status: u16 },
     #[error("{endpoint}: {source}")]
@@ -23,13 +26,23 @@ pub enum WechatError {
         source: ParseError,
     },
     #[error("{endpoint}: malformed JSON answer: {detail}")]
-    Json { endpoint: &'static str, detail: String },
+    Json {
+        endpoint: &'static str,
+        detail: String,
+    },
     #[error("{endpoint}: server answered Ret {ret}{}", fmt_msg(message))]
-    Ret { endpoint: &'static str, ret: i64, message: String },
+    Ret {
+        endpoint: &'static str,
+        ret: i64,
+        message: String,
+    },
     #[error("web login refused by the server (ret {ret}): {message}")]
     LoginRefused { ret: i64, message: String },
     #[error("{endpoint}: the answer lacks {what}")]
-    Missing { endpoint: &'static str, what: &'static str },
+    Missing {
+        endpoint: &'static str,
+        what: &'static str,
+    },
     #[error("host derivation: {0}")]
     Hosts(#[from] HostError),
     #[error("{endpoint}: called before login")]
@@ -37,15 +50,29 @@ pub enum WechatError {
 }
 
 fn fmt_msg(m: &str) -> String {
-    if m.is_empty() { String::new() } else { format!(" ({m})") }
+    if m.is_empty() {
+        String::new()
+    } else {
+        format!(" ({m})")
+    }
 }
 
 impl WechatError {
-    pub(crate) fn transport(endpoint: &'static str, e: reqwest::Error, timeout: std::time::Duration) -> Self {
+    pub(crate) fn transport(
+        endpoint: &'static str,
+        e: reqwest::Error,
+        timeout: std::time::Duration,
+    ) -> Self {
         if e.is_timeout() {
-            WechatError::Timeout { endpoint, seconds: timeout.as_secs() }
+            WechatError::Timeout {
+                endpoint,
+                seconds: timeout.as_secs(),
+            }
         } else {
-            WechatError::Transport { endpoint, source: e.without_url() }
+            WechatError::Transport {
+                endpoint,
+                source: e.without_url(),
+            }
         }
     }
 
@@ -58,7 +85,9 @@ impl WechatError {
             | WechatError::Parse { .. }
             | WechatError::Json { .. }
             | WechatError::Missing { .. } => true,
-            WechatError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            WechatError::Status { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 408
+            }
             _ => false,
         }
     }

@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginEvent {
     /// A new QR code to show. `refresh` counts codes from 1.
-    Qr { uuid: String, content: String, refresh: u32 },
+    Qr {
+        uuid: String,
+        content: String,
+        refresh: u32,
+    },
     /// The phone scanned the code; the user must confirm. `avatar` is the data URL if sent.
     Scanned { avatar: Option<String> },
     /// The user cancelled on the phone; the same code can be scanned again.
@@ -75,7 +79,13 @@ pub async fn qr_login(
             Step::Deadline => return Ok(LoginEnd::Abandoned { qr_count }),
         };
         qr_count += 1;
-        observer.on_event(LoginEvent::Qr { content: client.qr_content(&uuid), uuid: uuid.clone(), refresh: qr_count }).await;
+        observer
+            .on_event(LoginEvent::Qr {
+                content: client.qr_content(&uuid),
+                uuid: uuid.clone(),
+                refresh: qr_count,
+            })
+            .await;
         let mut first = true;
         let mut scanned = false;
         loop {
@@ -101,19 +111,26 @@ pub async fn qr_login(
                         observer.on_event(LoginEvent::Scanned { avatar }).await;
                     }
                 }
-                Ok(LoginPoll::Confirmed { redirect_uri }) => return Ok(LoginEnd::Confirmed { redirect_uri }),
+                Ok(LoginPoll::Confirmed { redirect_uri }) => {
+                    return Ok(LoginEnd::Confirmed { redirect_uri });
+                }
                 Ok(LoginPoll::Expired) => {
-                    observer.on_event(LoginEvent::Expired { refresh: qr_count }).await;
+                    observer
+                        .on_event(LoginEvent::Expired { refresh: qr_count })
+                        .await;
                     break;
                 }
                 Ok(LoginPoll::Other(code)) => {
                     tracing::warn!(code, "unexpected login poll code; fetching a new QR code");
-                    observer.on_event(LoginEvent::Expired { refresh: qr_count }).await;
+                    observer
+                        .on_event(LoginEvent::Expired { refresh: qr_count })
+                        .await;
                     break;
                 }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "login poll failed; retrying");
-                    if let Some(end) = pause(cancel, deadline, backoff.next_delay(), qr_count).await {
+                    if let Some(end) = pause(cancel, deadline, backoff.next_delay(), qr_count).await
+                    {
                         return Ok(end);
                     }
                 }
@@ -130,7 +147,11 @@ enum Step<T> {
     Deadline,
 }
 
-async fn bounded<T>(cancel: &CancellationToken, deadline: Instant, fut: impl Future<Output = T>) -> Step<T> {
+async fn bounded<T>(
+    cancel: &CancellationToken,
+    deadline: Instant,
+    fut: impl Future<Output = T>,
+) -> Step<T> {
     tokio::select! {
         r = fut => Step::Done(r),
         () = cancel.cancelled() => Step::Cancelled,
@@ -139,7 +160,12 @@ async fn bounded<T>(cancel: &CancellationToken, deadline: Instant, fut: impl Fut
 }
 
 /// Waits `delay`; returns how the login ends if cancellation or the deadline comes first.
-async fn pause(cancel: &CancellationToken, deadline: Instant, delay: Duration, qr_count: u32) -> Option<LoginEnd> {
+async fn pause(
+    cancel: &CancellationToken,
+    deadline: Instant,
+    delay: Duration,
+    qr_count: u32,
+) -> Option<LoginEnd> {
     match bounded(cancel, deadline, tokio::time::sleep(delay)).await {
         Step::Done(()) => None,
         Step::Cancelled => Some(LoginEnd::Cancelled),

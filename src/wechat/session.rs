@@ -71,7 +71,11 @@ impl SyncKey {
 
     /// The `synckey` query value: `k_v|k_v…`.
     pub fn to_query(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}_{v}")).collect::<Vec<_>>().join("|")
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}_{v}"))
+            .collect::<Vec<_>>()
+            .join("|")
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,7 +123,11 @@ impl fmt::Debug for WebSession {
 impl WebSession {
     /// The key to present to synccheck: SyncCheckKey when the server gave one, else SyncKey.
     pub fn check_key(&self) -> &SyncKey {
-        if self.sync_check_key.is_empty() { &self.sync_key } else { &self.sync_check_key }
+        if self.sync_check_key.is_empty() {
+            &self.sync_key
+        } else {
+            &self.sync_check_key
+        }
     }
 }
 
@@ -151,15 +159,26 @@ mod tests {
 
     #[test]
     fn sync_key_rejects_garbage() {
-        assert!(SyncKey::from_json(&serde_json::json!({"List": [{"Key": "x", "Val": 1}]})).is_none());
+        assert!(
+            SyncKey::from_json(&serde_json::json!({"List": [{"Key": "x", "Val": 1}]})).is_none()
+        );
         assert!(SyncKey::from_json(&serde_json::json!({"Count": 0})).is_none());
     }
 
     #[test]
     fn credentials_debug_redacts() {
-        let c = Credentials { uin: "42".into(), sid: "SIDVALUE".into(), skey: "@crypt_x".into(), pass_ticket: "PT".into(), device_id: new_device_id() };
+        let c = Credentials {
+            uin: "42".into(),
+            sid: "SIDVALUE".into(),
+            skey: "@crypt_x".into(),
+            pass_ticket: "PT".into(),
+            device_id: new_device_id(),
+        };
         let d = format!("{c:?}");
-        assert!(!d.contains("SIDVALUE") && !d.contains("@crypt_x") && !d.contains("PT\""), "{d}");
+        assert!(
+            !d.contains("SIDVALUE") && !d.contains("@crypt_x") && !d.contains("PT\""),
+            "{d}"
+        );
         assert_eq!(c.base_request()["Uin"], 42);
     }
 

@@ -23,7 +23,11 @@ pub struct SyncSettings {
 
 impl SyncSettings {
     pub fn new(network_give_up: Duration) -> SyncSettings {
-        SyncSettings { network_give_up, empty_before_backoff: 3, empty_before_reinit: 8 }
+        SyncSettings {
+            network_give_up,
+            empty_before_backoff: 3,
+            empty_before_reinit: 8,
+        }
     }
 }
 
@@ -108,7 +112,11 @@ impl SyncLoop {
                 if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
                     return SyncStep::LoggedOut(reason);
                 }
-                let e = WechatError::Ret { endpoint: "synccheck", ret: check.retcode, message: String::new() };
+                let e = WechatError::Ret {
+                    endpoint: "synccheck",
+                    ret: check.retcode,
+                    message: String::new(),
+                };
                 if let Some(step) = self.failed(e, cancel).await {
                     return step;
                 }
@@ -119,7 +127,10 @@ impl SyncLoop {
                 if started.elapsed() < FAST_ANSWER {
                     self.fast_zero_streak += 1;
                     if self.fast_zero_streak >= 3 {
-                        tracing::debug!(streak = self.fast_zero_streak, "synccheck answers without holding; slowing down");
+                        tracing::debug!(
+                            streak = self.fast_zero_streak,
+                            "synccheck answers without holding; slowing down"
+                        );
                         if let Some(step) = self.idle(cancel).await {
                             return step;
                         }
@@ -148,7 +159,11 @@ impl SyncLoop {
                     self.stats.empty_syncs += 1;
                     self.empty_streak += 1;
                     if self.empty_streak >= self.settings.empty_before_reinit {
-                        tracing::warn!(empty = self.empty_streak, selector = check.selector, "sync key stuck; re-initialising");
+                        tracing::warn!(
+                            empty = self.empty_streak,
+                            selector = check.selector,
+                            "sync key stuck; re-initialising"
+                        );
                         self.empty_streak = 0;
                         self.stats.reinits += 1;
                         match client.init(false).await {
@@ -163,7 +178,11 @@ impl SyncLoop {
                             }
                         }
                     } else if self.empty_streak >= self.settings.empty_before_backoff {
-                        tracing::debug!(empty = self.empty_streak, selector = check.selector, "selector set but nothing new; backing off");
+                        tracing::debug!(
+                            empty = self.empty_streak,
+                            selector = check.selector,
+                            "selector set but nothing new; backing off"
+                        );
                         if let Some(step) = self.idle(cancel).await {
                             return step;
                         }
@@ -196,7 +215,9 @@ impl SyncLoop {
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= self.settings.network_give_up {
             tracing::error!(error = %e, "sync failing for too long; giving up");
-            return Some(SyncStep::LoggedOut(LogoutReason::Network { detail: e.to_string() }));
+            return Some(SyncStep::LoggedOut(LogoutReason::Network {
+                detail: e.to_string(),
+            }));
         }
         let delay = self.backoff.next_delay();
         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync failed; retrying");

@@ -45,11 +45,24 @@ pub async fn run(
     };
     let client = match WebClient::new(settings) {
         Ok(c) => c,
-        Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
+        Err(e) => {
+            return Outcome::LoginFailed {
+                detail: e.to_string(),
+            };
+        }
     };
     // One span per session; `wxid` is filled in once the account is known.
     let span = tracing::info_span!("session", session = %spec.session_id, pid = std::process::id(), wxid = tracing::field::Empty);
-    let mut session = Session { config, spec, client, events, commands, shutdown, book: None, recent: RecentIds::new(4096) };
+    let mut session = Session {
+        config,
+        spec,
+        client,
+        events,
+        commands,
+        shutdown,
+        book: None,
+        recent: RecentIds::new(4096),
+    };
     async move {
         let outcome = session.run().await;
         tracing::info!(exit = outcome.exit().code(), "session ended: {outcome}");
@@ -84,14 +97,27 @@ impl Session<'_> {
 
     async fn run(&mut self) -> Outcome {
         self.state(SessionState::Starting).await;
-        let bounds = QrBounds { max_refreshes: self.config.qr.max_refreshes, max_wait: self.config.qr.max_wait };
-        let mut forward = QrForwarder { events: self.events.clone() };
+        let bounds = QrBounds {
+            max_refreshes: self.config.qr.max_refreshes,
+            max_wait: self.config.qr.max_wait,
+        };
+        let mut forward = QrForwarder {
+            events: self.events.clone(),
+        };
         let end = qr_login(&self.client, bounds, &self.shutdown, &mut forward).await;
         let redirect_uri = match end {
             Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
             Ok(LoginEnd::Abandoned { qr_count }) => return Outcome::Abandoned { qr_count },
-            Ok(LoginEnd::Cancelled) => return Outcome::LoginFailed { detail: "stopped before login".into() },
-            Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
+            Ok(LoginEnd::Cancelled) => {
+                return Outcome::LoginFailed {
+                    detail: "stopped before login".into(),
+                };
+            }
+            Err(e) => {
+                return Outcome::LoginFailed {
+                    detail: e.to_string(),
+                };
+            }
         };
         self.state(SessionState::LoggingIn).await;
         match self.client.new_login_page(&redirect_uri).await {
@@ -100,9 +126,16 @@ impl Session<'_> {
                 tracing::error!(%message, "web login refused (1203)");
                 return Outcome::LoggedOut(LogoutReason::WebForbidden { message });
             }
-            Err(e) => return Outcome::LoginFailed { detail: e.to_string() },
+            Err(e) => {
+                return Outcome::LoginFailed {
+                    detail: e.to_string(),
+                };
+            }
         }
-        let init = match self.retrying("webwxinit", async |c: &WebClient| c.init(false).await).await {
+        let init = match self
+            .retrying("webwxinit", async |c: &WebClient| c.init(false).await)
+            .await
+        {
             Ok(i) => i,
             Err(out) => return out,
         };
@@ -111,7 +144,12 @@ impl Session<'_> {
         }
         let mut book = ContactBook::new(Contact::from_raw(init.user.clone(), &init.user.user_name));
         self.merge_init(&mut book, &init);
-        match self.retrying("webwxgetcontact", async |c: &WebClient| c.get_contacts().await).await {
+        match self
+            .retrying("webwxgetcontact", async |c: &WebClient| {
+                c.get_contacts().await
+            })
+            .await
+        {
             Ok(list) => {
                 let me = book.self_user().user_name.clone();
                 for raw in list {
@@ -130,11 +168,23 @@ impl Session<'_> {
             head_img_url: me.head_img_url.clone(),
         };
         tracing::Span::current().record("wxid", account.wxid.as_str());
-        tracing::info!(friends = book.friends().count(), groups = book.groups().count(), "online");
-        self.state(SessionState::Online { wxid: account.wxid.clone(), nickname: account.nickname.clone() }).await;
+        tracing::info!(
+            friends = book.friends().count(),
+            groups = book.groups().count(),
+            "online"
+        );
+        self.state(SessionState::Online {
+            wxid: account.wxid.clone(),
+            nickname: account.nickname.clone(),
+        })
+        .await;
         let snapshot = Arc::new(book.clone());
         self.book = Some(book);
-        self.emit(WorkerEvent::Online { account, contacts: snapshot }).await;
+        self.emit(WorkerEvent::Online {
+            account,
+            contacts: snapshot,
+        })
+        .await;
         self.sync_until_end().await
     }
 
@@ -159,10 +209,14 @@ impl Session<'_> {
                         return Err(Outcome::LoggedOut(reason));
                     }
                     if !e.is_transient() {
-                        return Err(Outcome::LoggedOut(LogoutReason::ExpiredSession { detail: e.to_string() }));
+                        return Err(Outcome::LoggedOut(LogoutReason::ExpiredSession {
+                            detail: e.to_string(),
+                        }));
                     }
                     if started.elapsed() >= self.config.wechat.network_give_up {
-                        return Err(Outcome::LoggedOut(LogoutReason::Network { detail: e.to_string() }));
+                        return Err(Outcome::LoggedOut(LogoutReason::Network {
+                            detail: e.to_string(),
+                        }));
                     }
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
@@ -196,7 +250,14 @@ impl Session<'_> {
         for chunk in wanted.chunks(50) {
             let items: Vec<(String, String)> = chunk
                 .iter()
-                .map(|g| (g.clone(), book.get(g).map(|c| c.encry_chat_room_id.clone()).unwrap_or_default()))
+                .map(|g| {
+                    (
+                        g.clone(),
+                        book.get(g)
+                            .map(|c| c.encry_chat_room_id.clone())
+                            .unwrap_or_default(),
+                    )
+                })
                 .collect();
             match self.client.batch_get_contact(&items).await {
                 Ok(list) => {
@@ -204,7 +265,9 @@ impl Session<'_> {
                         book.upsert(Contact::from_raw(raw, &me));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, groups = chunk.len(), "could not load group members"),
+                Err(e) => {
+                    tracing::warn!(error = %e, groups = chunk.len(), "could not load group members")
+                }
             }
         }
     }
@@ -258,14 +321,22 @@ impl Session<'_> {
     }
 
     /// Serves one command. Returns an outcome when the command ends the session.
-    async fn command(client: &WebClient, book: Option<&ContactBook>, cmd: WorkerCommand) -> Option<Outcome> {
+    async fn command(
+        client: &WebClient,
+        book: Option<&ContactBook>,
+        cmd: WorkerCommand,
+    ) -> Option<Outcome> {
         match cmd {
             WorkerCommand::SendText { to, text, reply } => {
                 let result = match resolve_target(client, book, &to) {
                     Ok(user_name) => client
                         .send_text(&user_name, &text)
                         .await
-                        .map(|s| SendReceipt { to: user_name, msg_id: s.msg_id, local_id: s.local_id })
+                        .map(|s| SendReceipt {
+                            to: user_name,
+                            msg_id: s.msg_id,
+                            local_id: s.local_id,
+                        })
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e),
                 };
@@ -284,14 +355,21 @@ impl Session<'_> {
     /// Applies one webwxsync: contact changes first (so messages see the newest names), then
     /// messages, each reported once.
     async fn apply(&mut self, data: SyncData) {
-        let Some(mut book) = self.book.take() else { return };
+        let Some(mut book) = self.book.take() else {
+            return;
+        };
         let me = book.self_user().user_name.clone();
-        for raw in data.mod_contacts.into_iter().chain(data.mod_chatroom_members) {
+        for raw in data
+            .mod_contacts
+            .into_iter()
+            .chain(data.mod_chatroom_members)
+        {
             self.upsert_and_emit(&mut book, raw, &me).await;
         }
         for name in data.del_contacts {
             if book.remove(&name).is_some() {
-                self.emit(WorkerEvent::ContactRemoved { user_name: name }).await;
+                self.emit(WorkerEvent::ContactRemoved { user_name: name })
+                    .await;
             }
         }
         // Groups we hear from but do not know (not saved to contacts) or whose member list
@@ -305,8 +383,11 @@ impl Session<'_> {
                 let unknown = match book.get(room) {
                     None => true,
                     Some(g) if g.members.is_empty() => true,
-                    Some(_) => *room == raw.from_user_name
-                        && group_sender(&raw.content).is_some_and(|s| book.group_member(room, s).is_none()),
+                    Some(_) => {
+                        *room == raw.from_user_name
+                            && group_sender(&raw.content)
+                                .is_some_and(|s| book.group_member(room, s).is_none())
+                    }
                 };
                 if unknown {
                     missing.push(room.clone());
@@ -326,7 +407,11 @@ impl Session<'_> {
             if let Chat::Group { .. } = message.chat {
                 tracing::trace!(msg_id = %message.msg_id, "group message");
             }
-            self.emit(WorkerEvent::Message { message: Box::new(message), line }).await;
+            self.emit(WorkerEvent::Message {
+                message: Box::new(message),
+                line,
+            })
+            .await;
         }
         self.book = Some(book);
     }
@@ -353,17 +438,35 @@ struct QrForwarder {
 impl LoginObserver for QrForwarder {
     async fn on_event(&mut self, ev: LoginEvent) {
         let out = match ev {
-            LoginEvent::Qr { uuid, content, refresh } => {
+            LoginEvent::Qr {
+                uuid,
+                content,
+                refresh,
+            } => {
                 tracing::info!(refresh, "new QR code");
                 let png = qr::render_png(&content).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "could not render the QR code");
                     Vec::new()
                 });
-                let _ = self.events.send(WorkerEvent::State(SessionState::WaitingForScan { uuid: uuid.clone(), refresh })).await;
-                WorkerEvent::Qr { uuid, content, png: Arc::new(png), refresh }
+                let _ = self
+                    .events
+                    .send(WorkerEvent::State(SessionState::WaitingForScan {
+                        uuid: uuid.clone(),
+                        refresh,
+                    }))
+                    .await;
+                WorkerEvent::Qr {
+                    uuid,
+                    content,
+                    png: Arc::new(png),
+                    refresh,
+                }
             }
             LoginEvent::Scanned { .. } => {
-                let _ = self.events.send(WorkerEvent::State(SessionState::Scanned)).await;
+                let _ = self
+                    .events
+                    .send(WorkerEvent::State(SessionState::Scanned))
+                    .await;
                 WorkerEvent::Scanned
             }
             LoginEvent::Cancelled => WorkerEvent::ScanCancelled,
@@ -381,18 +484,27 @@ fn group_sender(content: &str) -> Option<&str> {
 
 /// Turns a send target into a UserName: a UserName as is, the own wxid, `filehelper`, or a
 /// unique remark / nickname / alias.
-fn resolve_target(client: &WebClient, book: Option<&ContactBook>, to: &str) -> Result<String, String> {
+fn resolve_target(
+    client: &WebClient,
+    book: Option<&ContactBook>,
+    to: &str,
+) -> Result<String, String> {
     if to.starts_with('@') || to == "filehelper" {
         return Ok(to.to_owned());
     }
     if to == client.uin() {
         return Ok(client.self_user_name());
     }
-    let Some(book) = book else { return Err("not logged in yet".into()) };
+    let Some(book) = book else {
+        return Err("not logged in yet".into());
+    };
     match book.find_by_name(to).as_slice() {
         [one] => Ok(one.user_name.clone()),
         [] => Err(format!("no contact named {to:?}")),
-        many => Err(format!("{} contacts are named {to:?}; use the UserName", many.len())),
+        many => Err(format!(
+            "{} contacts are named {to:?}; use the UserName",
+            many.len()
+        )),
     }
 }
 
@@ -405,7 +517,11 @@ struct RecentIds {
 
 impl RecentIds {
     fn new(cap: usize) -> RecentIds {
-        RecentIds { cap, order: VecDeque::with_capacity(cap), set: HashSet::with_capacity(cap) }
+        RecentIds {
+            cap,
+            order: VecDeque::with_capacity(cap),
+            set: HashSet::with_capacity(cap),
+        }
     }
 
     /// True when the id is new.

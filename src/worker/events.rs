@@ -24,17 +24,32 @@ pub struct Account {
 pub enum WorkerEvent {
     State(SessionState),
     /// A QR code to show / upload. `png` is the rendered image.
-    Qr { uuid: String, content: String, png: Arc<Vec<u8>>, refresh: u32 },
-    QrExpired { refresh: u32 },
+    Qr {
+        uuid: String,
+        content: String,
+        png: Arc<Vec<u8>>,
+        refresh: u32,
+    },
+    QrExpired {
+        refresh: u32,
+    },
     Scanned,
     ScanCancelled,
     /// Logged in; the contact book is loaded.
-    Online { account: Account, contacts: Arc<ContactBook> },
+    Online {
+        account: Account,
+        contacts: Arc<ContactBook>,
+    },
     /// A message in either direction. `line` is a readable one-line rendering.
-    Message { message: Box<Message>, line: String },
+    Message {
+        message: Box<Message>,
+        line: String,
+    },
     ContactAdded(Box<Contact>),
     ContactChanged(Box<Contact>),
-    ContactRemoved { user_name: String },
+    ContactRemoved {
+        user_name: String,
+    },
     /// The contact book was reloaded after a re-init.
     ContactsReloaded(Arc<ContactBook>),
     Ended(Outcome),
@@ -51,7 +66,11 @@ pub struct SendReceipt {
 #[derive(Debug)]
 pub enum WorkerCommand {
     /// Send a text. `to` is a UserName, the own wxid, or a unique remark / nickname / alias.
-    SendText { to: String, text: String, reply: oneshot::Sender<Result<SendReceipt, String>> },
+    SendText {
+        to: String,
+        text: String,
+        reply: oneshot::Sender<Result<SendReceipt, String>>,
+    },
     /// Log the account out and end the session with this reason.
     Logout { reason: LogoutReason },
 }

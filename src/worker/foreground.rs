@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(config: Config, session_id: String, shutdown: CancellationToken) -> Outcome {
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let spec = SessionSpec { session_id: session_id.clone(), logout_on_shutdown: true };
+    let spec = SessionSpec {
+        session_id: session_id.clone(),
+        logout_on_shutdown: true,
+    };
     let session_dir = config.agent.state_dir.join("sessions").join(&session_id);
     let driver = {
         let config = config.clone();
@@ -34,7 +37,9 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
     stdin_task.abort();
     match driver.await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::LoginFailed { detail: format!("session task failed: {e}") },
+        Err(e) => Outcome::LoginFailed {
+            detail: format!("session task failed: {e}"),
+        },
     }
 }
 
@@ -58,7 +63,12 @@ impl Printer {
 fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) {
     match ev {
         WorkerEvent::State(_) => {}
-        WorkerEvent::Qr { content, png, refresh, .. } => {
+        WorkerEvent::Qr {
+            content,
+            png,
+            refresh,
+            ..
+        } => {
             if interactive {
                 match qr::render_terminal(content) {
                     Ok(t) => out.line(&t),
@@ -66,12 +76,18 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
                 }
             }
             let saved = save_png(session_dir, png);
-            let where_ = saved.map(|p| format!(", png: {}", p.display())).unwrap_or_default();
-            out.line(&format!("qr: {content} (code {refresh}{where_}) — scan it with WeChat on the phone"));
+            let where_ = saved
+                .map(|p| format!(", png: {}", p.display()))
+                .unwrap_or_default();
+            out.line(&format!(
+                "qr: {content} (code {refresh}{where_}) — scan it with WeChat on the phone"
+            ));
         }
         WorkerEvent::QrExpired { refresh } => out.line(&format!("qr expired: code {refresh}")),
         WorkerEvent::Scanned => out.line("scanned: confirm the login on the phone"),
-        WorkerEvent::ScanCancelled => out.line("scan cancelled on the phone; the code can be scanned again"),
+        WorkerEvent::ScanCancelled => {
+            out.line("scan cancelled on the phone; the code can be scanned again")
+        }
         WorkerEvent::Online { account, contacts } => out.line(&format!(
             "online: {} (wxid {}), {} friends, {} groups, {} official accounts",
             account.nickname,
@@ -81,11 +97,26 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
             contacts.officials().count()
         )),
         WorkerEvent::Message { line, .. } => out.line(&format!("msg: {line}")),
-        WorkerEvent::ContactAdded(c) => out.line(&format!("contact added: {} ({})", c.display_name(), c.user_name)),
-        WorkerEvent::ContactChanged(c) => out.line(&format!("contact changed: {} ({})", c.display_name(), c.user_name)),
-        WorkerEvent::ContactRemoved { user_name } => out.line(&format!("contact removed: {user_name}")),
-        WorkerEvent::ContactsReloaded(book) => out.line(&format!("contacts reloaded: {} entries", book.len())),
-        WorkerEvent::Ended(outcome) => out.line(&format!("ended: {outcome} [exit {}]", outcome.exit().code())),
+        WorkerEvent::ContactAdded(c) => out.line(&format!(
+            "contact added: {} ({})",
+            c.display_name(),
+            c.user_name
+        )),
+        WorkerEvent::ContactChanged(c) => out.line(&format!(
+            "contact changed: {} ({})",
+            c.display_name(),
+            c.user_name
+        )),
+        WorkerEvent::ContactRemoved { user_name } => {
+            out.line(&format!("contact removed: {user_name}"))
+        }
+        WorkerEvent::ContactsReloaded(book) => {
+            out.line(&format!("contacts reloaded: {} entries", book.len()))
+        }
+        WorkerEvent::Ended(outcome) => out.line(&format!(
+            "ended: {outcome} [exit {}]",
+            outcome.exit().code()
+        )),
     }
 }
 
@@ -128,11 +159,23 @@ async fn read_commands(commands: mpsc::Sender<WorkerCommand>, out: Printer) {
         match parse_command(line) {
             Ok(Parsed::Help) => out.line(HELP),
             Ok(Parsed::Logout) => {
-                let _ = commands.send(WorkerCommand::Logout { reason: LogoutReason::Shutdown }).await;
+                let _ = commands
+                    .send(WorkerCommand::Logout {
+                        reason: LogoutReason::Shutdown,
+                    })
+                    .await;
             }
             Ok(Parsed::Send { to, text }) => {
                 let (tx, rx) = oneshot::channel();
-                if commands.send(WorkerCommand::SendText { to: to.clone(), text, reply: tx }).await.is_err() {
+                if commands
+                    .send(WorkerCommand::SendText {
+                        to: to.clone(),
+                        text,
+                        reply: tx,
+                    })
+                    .await
+                    .is_err()
+                {
                     out.line("error: the session has ended");
                     return;
                 }
@@ -165,13 +208,18 @@ fn parse_command(line: &str) -> Result<Parsed, String> {
                 let (to, text) = q.split_once('"').ok_or("unclosed quote in the target")?;
                 (to.to_owned(), text.trim_start().to_owned())
             } else {
-                let (to, text) = rest.split_once(char::is_whitespace).ok_or("send needs a target and a text")?;
+                let (to, text) = rest
+                    .split_once(char::is_whitespace)
+                    .ok_or("send needs a target and a text")?;
                 (to.to_owned(), text.trim_start().to_owned())
             };
             if to.is_empty() || text.is_empty() {
                 return Err("send needs a target and a text".into());
             }
-            Ok(Parsed::Send { to, text: text.replace("\\n", "\n") })
+            Ok(Parsed::Send {
+                to,
+                text: text.replace("\\n", "\n"),
+            })
         }
         other => Err(format!("unknown command {other:?}")),
     }
@@ -183,8 +231,20 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        assert_eq!(parse_command("send Bob hi there").unwrap(), Parsed::Send { to: "Bob".into(), text: "hi there".into() });
-        assert_eq!(parse_command("send \"Big Team\" a\\nb").unwrap(), Parsed::Send { to: "Big Team".into(), text: "a\nb".into() });
+        assert_eq!(
+            parse_command("send Bob hi there").unwrap(),
+            Parsed::Send {
+                to: "Bob".into(),
+                text: "hi there".into()
+            }
+        );
+        assert_eq!(
+            parse_command("send \"Big Team\" a\\nb").unwrap(),
+            Parsed::Send {
+                to: "Big Team".into(),
+                text: "a\nb".into()
+            }
+        );
         assert_eq!(parse_command("logout").unwrap(), Parsed::Logout);
         assert!(parse_command("send Bob").is_err());
         assert!(parse_command("send \"Bob hi").is_err());

@@ -47,13 +47,23 @@ mod tests {
 
     #[test]
     fn round_trip_and_tolerance() {
-        let m = WorkerMessage::State { state: "online".into(), wxid: Some("42".into()), nickname: None };
+        let m = WorkerMessage::State {
+            state: "online".into(),
+            wxid: Some("42".into()),
+            nickname: None,
+        };
         let line = m.to_line();
         assert_eq!(line, r#"{"event":"state","state":"online","wxid":"42"}"#);
         assert_eq!(WorkerMessage::from_line(&line), Some(m));
         assert_eq!(WorkerMessage::from_line("hello"), None);
-        assert_eq!(WorkerMessage::from_line(r#"{"event":"future_thing"}"#), None);
-        let s = WorkerMessage::StartSession { qr_session_id: "q".into(), task_id: None };
+        assert_eq!(
+            WorkerMessage::from_line(r#"{"event":"future_thing"}"#),
+            None
+        );
+        let s = WorkerMessage::StartSession {
+            qr_session_id: "q".into(),
+            task_id: None,
+        };
         assert_eq!(WorkerMessage::from_line(&s.to_line()), Some(s));
     }
 }

@@ -55,7 +55,11 @@ impl Lines {
                 return hits[n - 1].clone();
             }
             let now = Instant::now();
-            assert!(now < deadline, "timed out waiting for {what}; lines so far:\n{}", g.join("\n"));
+            assert!(
+                now < deadline,
+                "timed out waiting for {what}; lines so far:\n{}",
+                g.join("\n")
+            );
             g = cv.wait_timeout(g, deadline - now).unwrap().0;
         }
     }
@@ -89,15 +93,25 @@ impl Sim {
         let mut first = String::new();
         out.read_line(&mut first).expect("read sim address");
         let base = first.trim().rsplit(' ').next().unwrap().to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "unexpected sim banner {first:?}");
+        assert!(
+            base.starts_with("http://127.0.0.1:"),
+            "unexpected sim banner {first:?}"
+        );
         let err = Lines::default();
         err.spawn_reader(child.stderr.take().unwrap(), "sim");
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
         Sim { child, base, http }
     }
 
     pub fn get(&self, path: &str) -> Value {
-        let r = self.http.get(format!("{}{path}", self.base)).send().unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
         let status = r.status();
         let v: Value = r.json().unwrap_or(Value::Null);
         assert!(status.is_success(), "GET {path}: {status} {v}");
@@ -105,7 +119,12 @@ impl Sim {
     }
 
     pub fn post(&self, path: &str, body: Value) -> Value {
-        let r = self.http.post(format!("{}{path}", self.base)).json(&body).send().unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .unwrap();
         let status = r.status();
         let v: Value = r.json().unwrap_or(Value::Null);
         assert!(status.is_success(), "POST {path} {body}: {status} {v}");
@@ -113,12 +132,18 @@ impl Sim {
     }
 
     pub fn delete(&self, path: &str) {
-        let r = self.http.delete(format!("{}{path}", self.base)).send().unwrap();
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
         assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
     }
 
     pub fn create_account(&self, spec: Value) -> u64 {
-        self.post("/__sim/accounts", spec)["uin"].as_u64().expect("uin")
+        self.post("/__sim/accounts", spec)["uin"]
+            .as_u64()
+            .expect("uin")
     }
 
     /// Waits until a QR uuid is pending in the given state and returns it.
@@ -142,7 +167,11 @@ impl Sim {
 
     pub fn session(&self, uin: u64) -> Option<Value> {
         let v = self.get("/__sim/sessions");
-        let list = v.as_array().cloned().or_else(|| v["sessions"].as_array().cloned()).unwrap_or_default();
+        let list = v
+            .as_array()
+            .cloned()
+            .or_else(|| v["sessions"].as_array().cloned())
+            .unwrap_or_default();
         list.into_iter().find(|s| s["uin"].as_u64() == Some(uin))
     }
 
@@ -151,7 +180,10 @@ impl Sim {
     }
 
     pub fn outbox(&self, uin: u64) -> Vec<Value> {
-        self.get(&format!("/__sim/sessions/{uin}/outbox"))["messages"].as_array().cloned().unwrap_or_default()
+        self.get(&format!("/__sim/sessions/{uin}/outbox"))["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn account(&self, uin: u64) -> Value {
@@ -230,7 +262,12 @@ impl Worker {
         let err = Lines::default();
         err.spawn_reader(child.stderr.take().unwrap(), "worker-log");
         let stdin = child.stdin.take();
-        Worker { child, stdin, out, err }
+        Worker {
+            child,
+            stdin,
+            out,
+            err,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -244,7 +281,8 @@ impl Worker {
     }
 
     pub fn wait_online(&self) -> String {
-        self.out.wait_for("the online line", |l| l.starts_with("online:"))
+        self.out
+            .wait_for("the online line", |l| l.starts_with("online:"))
     }
 
     /// Waits for the process to exit and returns its status.
