@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use wxagent::cli::{Cli, Command};
 use wxagent::config::Config;
 use wxagent::exit::WorkerExit;
-use wxagent::{config, logging, shutdown, sim, worker};
+use wxagent::{config, logging, shutdown, sim, supervisor, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,17 +68,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 WorkerExit::Usage.into()
             })
         }
-        Some(cmd @ (Command::Run | Command::Demo | Command::Status | Command::Worker(_))) => {
-            let name = match cmd {
-                Command::Run => "run",
-                Command::Demo => "demo",
-                Command::Status => "status",
-                _ => "worker",
-            };
-            eprintln!(
-                "wxagent: error: `wxagent {name}` is not available in this build: the supervisor and \
-                 control-plane side are not implemented yet; use `wxagent --qr_session ID` for one session"
+        Some(Command::Worker(args)) => {
+            let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let outcome = rt.block_on(async move {
+                let root = CancellationToken::new();
+                shutdown::install(root.clone());
+                worker::supervised::run(config, args.session, root).await
+            });
+            let exit = outcome.exit();
+            println!(
+                "{}",
+                worker::ipc::WorkerMessage::Ended { exit_code: exit.code(), outcome: outcome.to_string() }.to_line()
             );
+            rt.shutdown_background();
+            Ok(exit.into())
+        }
+        Some(Command::Run) => {
+            let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
+            let config_path = match &config.source {
+                config::ConfigSource::Defaults { .. } => None,
+                src => Some(std::fs::canonicalize(src.path()).unwrap_or_else(|_| src.path().to_owned())),
+            };
+            let opts = supervisor::run::SupervisorOptions {
+                config_path,
+                exe: std::env::current_exe()?,
+                grace: std::time::Duration::from_secs(15),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let root = CancellationToken::new();
+                shutdown::install(root.clone());
+                supervisor::run::run(config, opts, root).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Status) => {
+            let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let report = rt.block_on(supervisor::admin::fetch_status(config.agent.admin_listen))?;
+            print!("{}", supervisor::admin::render_table(&report));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Demo) => {
+            eprintln!("wxagent: error: `wxagent demo` is not available in this build yet");
             Ok(WorkerExit::Usage.into())
         }
         None => {

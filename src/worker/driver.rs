@@ -2,7 +2,7 @@
 //! commands (sends, logout) served while the long poll is outstanding. Everything the session
 //! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
 
-use super::events::{Account, SendReceipt, WorkerCommand, WorkerEvent};
+use super::events::{Account, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions};
 use super::qr;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::backoff::Backoff;
@@ -327,10 +327,10 @@ impl Session<'_> {
         cmd: WorkerCommand,
     ) -> Option<Outcome> {
         match cmd {
-            WorkerCommand::SendText { to, text, reply } => {
+            WorkerCommand::SendText { to, text, mentions, style, reply } => {
                 let result = match resolve_target(client, book, &to) {
                     Ok(user_name) => client
-                        .send_text(&user_name, &text)
+                        .send_text(&user_name, &with_mentions(client, book, &user_name, &text, &mentions, style))
                         .await
                         .map(|s| SendReceipt {
                             to: user_name,
@@ -348,6 +348,12 @@ impl Session<'_> {
                     tracing::warn!(error = %e, "webwxlogout failed");
                 }
                 Some(Outcome::LoggedOut(reason))
+            }
+            WorkerCommand::Refused { detail } => {
+                if let Err(e) = client.logout().await {
+                    tracing::warn!(error = %e, "webwxlogout failed");
+                }
+                Some(Outcome::ControlRefused { detail })
             }
         }
     }
@@ -480,6 +486,37 @@ impl LoginObserver for QrForwarder {
 fn group_sender(content: &str) -> Option<&str> {
     let (sender, _) = content.split_once(":<br/>")?;
     sender.starts_with('@').then_some(sender)
+}
+
+/// The text with its mentions written out, each as the name the group shows: the member's
+/// group nickname, else their nickname (the own wxid counts as the own UserName).
+fn with_mentions(
+    client: &WebClient,
+    book: Option<&ContactBook>,
+    room: &str,
+    text: &str,
+    mentions: &[String],
+    style: MentionStyle,
+) -> String {
+    if mentions.is_empty() {
+        return text.to_owned();
+    }
+    let me = client.self_user_name();
+    let names: Vec<String> = mentions
+        .iter()
+        .map(|m| {
+            let user = if *m == client.uin() { me.as_str() } else { m.as_str() };
+            let member = book.and_then(|b| b.group_member(room, user));
+            match (member, book.and_then(|b| b.get(user))) {
+                (Some(gm), _) if !gm.display_name.is_empty() => gm.display_name.clone(),
+                (Some(gm), _) if !gm.nick_name.is_empty() => gm.nick_name.clone(),
+                (_, Some(c)) if !c.nick_name.is_empty() => c.nick_name.clone(),
+                _ if user == me => book.map(|b| b.self_user().nick_name.clone()).unwrap_or_default(),
+                _ => user.to_owned(),
+            }
+        })
+        .collect();
+    compose_mentions(text, &names, style)
 }
 
 /// Turns a send target into a UserName: a UserName as is, the own wxid, `filehelper`, or a

@@ -66,11 +66,71 @@ pub struct SendReceipt {
 #[derive(Debug)]
 pub enum WorkerCommand {
     /// Send a text. `to` is a UserName, the own wxid, or a unique remark / nickname / alias.
+    /// `mentions` (UserNames or the own wxid) are written as `@Name` + U+2005 in `style`.
     SendText {
         to: String,
         text: String,
+        mentions: Vec<String>,
+        style: MentionStyle,
         reply: oneshot::Sender<Result<SendReceipt, String>>,
     },
     /// Log the account out and end the session with this reason.
     Logout { reason: LogoutReason },
+    /// The control plane refused the account: log it out and end as `ControlRefused`.
+    Refused { detail: String },
+}
+
+/// Where `@Name` mentions go in a sent text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MentionStyle {
+    /// Before the text.
+    #[default]
+    Prefix,
+    /// Each `{$@}` in the text is replaced by the next mention, in order (mentions left over
+    /// go before the text).
+    Placeholder,
+}
+
+/// Writes `text` with `@names` (each followed by U+2005, as the phone does) in `style`.
+pub fn compose_mentions(text: &str, names: &[String], style: MentionStyle) -> String {
+    let at = |n: &String| format!("@{n}\u{2005}");
+    match style {
+        MentionStyle::Prefix => {
+            let mut out: String = names.iter().map(at).collect();
+            out.push_str(text);
+            out
+        }
+        MentionStyle::Placeholder => {
+            let mut rest = names.iter();
+            let mut out = String::with_capacity(text.len());
+            let mut parts = text.split("{$@}").peekable();
+            while let Some(p) = parts.next() {
+                out.push_str(p);
+                if parts.peek().is_some()
+                    && let Some(n) = rest.next()
+                {
+                    out.push_str(&at(n));
+                }
+            }
+            let extra: String = rest.map(at).collect();
+            extra + &out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_prefix_and_placeholder() {
+        let names = vec!["Bob".to_owned(), "Carol".to_owned()];
+        assert_eq!(compose_mentions("hi", &names, MentionStyle::Prefix), "@Bob\u{2005}@Carol\u{2005}hi");
+        assert_eq!(
+            compose_mentions("a {$@} b {$@}!", &names, MentionStyle::Placeholder),
+            "a @Bob\u{2005} b @Carol\u{2005}!"
+        );
+        assert_eq!(compose_mentions("only {$@}", &names, MentionStyle::Placeholder), "@Carol\u{2005}only @Bob\u{2005}");
+        assert_eq!(compose_mentions("none", &[], MentionStyle::Placeholder), "none");
+    }
 }

@@ -168,11 +168,7 @@ async fn read_commands(commands: mpsc::Sender<WorkerCommand>, out: Printer) {
             Ok(Parsed::Send { to, text }) => {
                 let (tx, rx) = oneshot::channel();
                 if commands
-                    .send(WorkerCommand::SendText {
-                        to: to.clone(),
-                        text,
-                        reply: tx,
-                    })
+                    .send(WorkerCommand::SendText { to: to.clone(), text, mentions: Vec::new(), style: Default::default(), reply: tx })
                     .await
                     .is_err()
                 {

@@ -1,9 +1,12 @@
 //! One session (one account): lifecycle types, the driver loop, QR rendering, the foreground
 //! runner behind `wxagent --qr_session ID` and the pipe protocol to the supervisor.
 
+pub mod bridge;
 pub mod driver;
 pub mod events;
 pub mod foreground;
 pub mod ipc;
 pub mod qr;
+pub mod reports;
 pub mod state;
+pub mod supervised;
