@@ -63,6 +63,25 @@ pub fn init(verbosity: u8) {
     }
 }
 
+/// Logging for a supervised worker: the same lines without time stamps or colours, because the
+/// supervisor re-logs each line (with its own time and the session's span) by its level word.
+pub fn init_child(verbosity: u8) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, complaint) = choose_filter(verbosity, rust_log.as_deref());
+    let installed = tracing_subscriber::fmt()
+        .compact()
+        .without_time()
+        .with_target(true)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init()
+        .is_ok();
+    if let (true, Some(complaint)) = (installed, complaint) {
+        tracing::warn!("{complaint}");
+    }
+}
+
 /// Logging for tests: output goes through the test harness's capture (shown only for failing
 /// tests), debug for wxagent unless `RUST_LOG` says otherwise. Safe to call from every test.
 pub fn init_for_tests() {

@@ -11,7 +11,11 @@ use wxagent::{config, logging, shutdown, sim, supervisor, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.global.verbose);
+    if matches!(cli.command, Some(Command::Worker(_))) {
+        logging::init_child(cli.global.verbose);
+    } else {
+        logging::init(cli.global.verbose);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -69,33 +73,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Worker(args)) => {
-            let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let Some(config) = load_config(config_flag) else {
+                return Ok(WorkerExit::Usage.into());
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let outcome = rt.block_on(async move {
                 let root = CancellationToken::new();
                 shutdown::install(root.clone());
                 worker::supervised::run(config, args.session, root).await
             });
             let exit = outcome.exit();
-            println!(
-                "{}",
-                worker::ipc::WorkerMessage::Ended { exit_code: exit.code(), outcome: outcome.to_string() }.to_line()
-            );
+            worker::supervised::emit_line(worker::ipc::WorkerMessage::Ended {
+                exit_code: exit.code(),
+                outcome: outcome.to_string(),
+            });
             rt.shutdown_background();
             Ok(exit.into())
         }
         Some(Command::Run) => {
-            let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
+            let Some(config) = load_config(config_flag) else {
+                return Ok(WorkerExit::Usage.into());
+            };
             let config_path = match &config.source {
                 config::ConfigSource::Defaults { .. } => None,
-                src => Some(std::fs::canonicalize(src.path()).unwrap_or_else(|_| src.path().to_owned())),
+                src => Some(
+                    std::fs::canonicalize(src.path()).unwrap_or_else(|_| src.path().to_owned()),
+                ),
             };
             let opts = supervisor::run::SupervisorOptions {
                 config_path,
                 exe: std::env::current_exe()?,
                 grace: std::time::Duration::from_secs(15),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let root = CancellationToken::new();
                 shutdown::install(root.clone());
@@ -104,8 +118,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Status) => {
-            let Some(config) = load_config(config_flag) else { return Ok(WorkerExit::Usage.into()) };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let Some(config) = load_config(config_flag) else {
+                return Ok(WorkerExit::Usage.into());
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let report = rt.block_on(supervisor::admin::fetch_status(config.agent.admin_listen))?;
             print!("{}", supervisor::admin::render_table(&report));
             Ok(ExitCode::SUCCESS)

@@ -127,7 +127,7 @@ enum RunEnd {
 
 async fn run_once(
     spec: &ChildSpec,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     events: &mpsc::Sender<ChildEvent>,
     stop: &CancellationToken,
 ) -> std::io::Result<RunEnd> {
@@ -148,36 +148,36 @@ async fn run_once(
             if let Some(err) = stderr {
                 let mut lines = BufReader::new(err).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(target: "wxagent::worker_output", "{line}");
+                    relog(&line);
                 }
             }
         }
         .in_current_span(),
     );
-    let pipe = async {
-        if let Some(out) = stdout {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match WorkerMessage::from_line(&line) {
-                    Some(m) => handle_message(&spec.session_id, registry, events, m).await,
-                    None => tracing::debug!(line, "non-protocol line on worker stdout"),
+    // The pipe is read to its end even while stopping, so the last messages are not lost and
+    // the worker never writes into a closed pipe.
+    let pipe = {
+        let id = spec.session_id.clone();
+        let registry = registry.clone();
+        let events = events.clone();
+        tokio::spawn(
+            async move {
+                if let Some(out) = stdout {
+                    let mut lines = BufReader::new(out).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        match WorkerMessage::from_line(&line) {
+                            Some(m) => handle_message(&id, &registry, &events, m).await,
+                            None => tracing::debug!(line, "non-protocol line on worker stdout"),
+                        }
+                    }
                 }
             }
-        }
+            .in_current_span(),
+        )
     };
-    // Read the pipe to its end before reaping, so the last messages are not lost; stdout
-    // closes when the worker exits.
-    let stop_requested = tokio::select! {
-        () = pipe => false,
-        () = stop.cancelled() => true,
-    };
-    let status = if stop_requested {
-        None
-    } else {
-        tokio::select! {
-            s = child.wait() => Some(s?),
-            () = stop.cancelled() => None,
-        }
+    let status = tokio::select! {
+        s = child.wait() => Some(s?),
+        () = stop.cancelled() => None,
     };
     let end = match status {
         Some(st) => RunEnd::Exited(Some(st)),
@@ -192,6 +192,7 @@ async fn run_once(
             RunEnd::Stopped
         }
     };
+    let _ = pipe.await;
     // The worker's stderr closes when it exits; the log task then ends by itself.
     let _ = logs.await;
     Ok(end)
@@ -232,5 +233,21 @@ async fn handle_message(
         WorkerMessage::Ended { exit_code, outcome } => {
             tracing::info!(exit_code, "worker reports: {outcome}");
         }
+    }
+}
+
+/// Re-logs one line of a worker's log under the session's span, at the level the worker gave it
+/// (`init_child` lines start with the level word).
+fn relog(line: &str) {
+    let trimmed = line.trim_start();
+    let (level, rest) = trimmed.split_once(' ').unwrap_or(("", trimmed));
+    match level {
+        "ERROR" => tracing::error!(target: "wxagent::worker_output", "{rest}"),
+        "WARN" => tracing::warn!(target: "wxagent::worker_output", "{rest}"),
+        "INFO" => tracing::info!(target: "wxagent::worker_output", "{rest}"),
+        "DEBUG" => tracing::debug!(target: "wxagent::worker_output", "{rest}"),
+        "TRACE" => tracing::trace!(target: "wxagent::worker_output", "{rest}"),
+        // Not a log line (a panic message, a backtrace): keep it visible.
+        _ => tracing::warn!(target: "wxagent::worker_output", "{trimmed}"),
     }
 }

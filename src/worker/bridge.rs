@@ -9,8 +9,8 @@ use super::reports::{self, Ids};
 use super::state::{LogoutReason, Outcome};
 use crate::control::envelope::{Ack, ExitFlags, RawTask, action};
 use crate::control::reports::{
-    ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, NewFriend, NewMsg, QrStatus,
-    QrStatusReport, Report, RoomRemoved, UserUpdate,
+    ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, NewFriend, NewMsg,
+    QrStatus, QrStatusReport, Report, RoomRemoved, UserUpdate,
 };
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
@@ -88,7 +88,10 @@ impl Bridge {
     }
 
     fn wxid(&self) -> &str {
-        self.logged_in.as_ref().map(|l| l.account.wxid.as_str()).unwrap_or("")
+        self.logged_in
+            .as_ref()
+            .map(|l| l.account.wxid.as_str())
+            .unwrap_or("")
     }
 
     /// Consumes the session's events until it ends.
@@ -120,7 +123,18 @@ impl Bridge {
     /// One report, retried on transient failure; its reply tasks are queued for execution.
     async fn post(&self, act: &str, wxid: &str, data: serde_json::Value) -> Option<Ack> {
         let policy = RetryPolicy::until(REPORT_RETRY);
-        match self.control.post_with_retry(act, wxid, data, PostOptions::default(), &policy, &self.cancel).await {
+        match self
+            .control
+            .post_with_retry(
+                act,
+                wxid,
+                data,
+                PostOptions::default(),
+                &policy,
+                &self.cancel,
+            )
+            .await
+        {
             Ok(ack) => {
                 for t in ack.reply_tasks() {
                     let _ = self.tasks.send((None, t)).await;
@@ -157,9 +171,18 @@ impl Bridge {
                 (self.ipc)(WorkerMessage::Qr { refresh });
                 if self.control.can_upload() {
                     let policy = RetryPolicy::until(Duration::from_secs(30));
-                    let r = crate::control::retry::with_retry("upload_qr", &policy, &self.cancel, || {
-                        self.control.upload_qr(&self.settings.qr_session_id, png.to_vec(), &self.settings.machine_id)
-                    })
+                    let r = crate::control::retry::with_retry(
+                        "upload_qr",
+                        &policy,
+                        &self.cancel,
+                        || {
+                            self.control.upload_qr(
+                                &self.settings.qr_session_id,
+                                png.to_vec(),
+                                &self.settings.machine_id,
+                            )
+                        },
+                    )
                     .await;
                     match r {
                         Ok(()) => tracing::info!(refresh, "QR code uploaded"),
@@ -168,12 +191,19 @@ impl Bridge {
                 }
                 self.qr_status(QrStatus::Uploaded, refresh, None).await;
             }
-            WorkerEvent::QrExpired { refresh } => self.qr_status(QrStatus::Expired, refresh, None).await,
+            WorkerEvent::QrExpired { refresh } => {
+                self.qr_status(QrStatus::Expired, refresh, None).await
+            }
             WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, 0, None).await,
             WorkerEvent::Online { account, contacts } => self.online(account, contacts).await,
             WorkerEvent::Message { message, .. } => {
-                let Some(l) = &self.logged_in else { return None };
-                let ids = Ids { wxid: &l.account.wxid, user_name: &l.account.user_name };
+                let Some(l) = &self.logged_in else {
+                    return None;
+                };
+                let ids = Ids {
+                    wxid: &l.account.wxid,
+                    user_name: &l.account.user_name,
+                };
                 let wxid = l.account.wxid.clone();
                 if let Some(req) = reports::friend_request(&message) {
                     self.report(&wxid, &req).await;
@@ -182,8 +212,13 @@ impl Bridge {
                 }
             }
             WorkerEvent::ContactAdded(c) | WorkerEvent::ContactChanged(c) => {
-                let Some(l) = &self.logged_in else { return None };
-                let ids = Ids { wxid: &l.account.wxid, user_name: &l.account.user_name };
+                let Some(l) = &self.logged_in else {
+                    return None;
+                };
+                let ids = Ids {
+                    wxid: &l.account.wxid,
+                    user_name: &l.account.user_name,
+                };
                 let entry = match c.kind {
                     ContactKind::Group => ContactUpdateEntry::Group(reports::group_info(&c, &ids)),
                     kind => ContactUpdateEntry::User(UserUpdate {
@@ -199,9 +234,21 @@ impl Bridge {
                     return None;
                 }
                 if user_name.starts_with("@@") {
-                    self.report(&wxid, &RoomRemoved { wxid_removed: user_name }).await;
+                    self.report(
+                        &wxid,
+                        &RoomRemoved {
+                            wxid_removed: user_name,
+                        },
+                    )
+                    .await;
                 } else {
-                    self.report(&wxid, &FriendRemoved { wxid_removed: user_name }).await;
+                    self.report(
+                        &wxid,
+                        &FriendRemoved {
+                            wxid_removed: user_name,
+                        },
+                    )
+                    .await;
                 }
             }
             WorkerEvent::ContactsReloaded(book) => self.book = Some(book),
@@ -232,13 +279,23 @@ impl Bridge {
             Err(e @ (ControlError::LoginRefused { .. } | ControlError::SignatureFailed { .. })) => {
                 tracing::error!(error = %e, "the control plane refused the account; stopping without reporting");
                 self.refused = true;
-                let _ = self.commands.send(WorkerCommand::Refused { detail: e.to_string() }).await;
+                let _ = self
+                    .commands
+                    .send(WorkerCommand::Refused {
+                        detail: e.to_string(),
+                    })
+                    .await;
                 return;
             }
             Err(e) => {
                 tracing::error!(error = %e, "login report failed; stopping");
                 self.refused = true;
-                let _ = self.commands.send(WorkerCommand::Refused { detail: e.to_string() }).await;
+                let _ = self
+                    .commands
+                    .send(WorkerCommand::Refused {
+                        detail: e.to_string(),
+                    })
+                    .await;
                 return;
             }
         };
@@ -246,7 +303,10 @@ impl Bridge {
         for t in ack.ack.reply_tasks() {
             let _ = self.tasks.send((None, t)).await;
         }
-        let ids = Ids { wxid: &account.wxid, user_name: &account.user_name };
+        let ids = Ids {
+            wxid: &account.wxid,
+            user_name: &account.user_name,
+        };
         let report = reports::contact_report(&contacts, &ids, ack.flag_report_contact);
         self.report(&account.wxid, &report).await;
         let stop_tasks = self.cancel.child_token();
@@ -267,20 +327,28 @@ impl Bridge {
             ));
         }
         self.book = Some(contacts);
-        self.logged_in = Some(LoggedIn { account, stop_tasks });
+        self.logged_in = Some(LoggedIn {
+            account,
+            stop_tasks,
+        });
     }
 
     async fn flush_updates(&mut self) {
         if self.updates.is_empty() || self.logged_in.is_none() {
             return;
         }
-        let update = ContactUpdate { update_list: std::mem::take(&mut self.updates) };
+        let update = ContactUpdate {
+            update_list: std::mem::take(&mut self.updates),
+        };
         // Friends that just appeared also get their own `report_new_friend`.
         let wxid = self.wxid().to_owned();
         for e in &update.update_list {
             if let ContactUpdateEntry::User(u) = e
                 && u.is_friend
-                && self.book.as_ref().is_some_and(|b| b.get(&u.user.wxid).is_none())
+                && self
+                    .book
+                    .as_ref()
+                    .is_some_and(|b| b.get(&u.user.wxid).is_none())
             {
                 let nf = NewFriend {
                     fans_wxid: u.user.wxid.clone(),
@@ -300,15 +368,24 @@ impl Bridge {
     async fn ended(&mut self, outcome: Outcome) -> Option<ExitFlags> {
         match &outcome {
             Outcome::Abandoned { qr_count } => {
-                self.qr_status(QrStatus::Abandoned, *qr_count, Some(outcome.to_string())).await;
+                self.qr_status(QrStatus::Abandoned, *qr_count, Some(outcome.to_string()))
+                    .await;
                 return None;
             }
             Outcome::LoginFailed { detail } => {
-                self.qr_status(QrStatus::Failed, 0, Some(detail.clone())).await;
+                self.qr_status(QrStatus::Failed, 0, Some(detail.clone()))
+                    .await;
                 return None;
             }
-            Outcome::LoggedOut(LogoutReason::WebForbidden { message }) if self.logged_in.is_none() => {
-                self.qr_status(QrStatus::Failed, 0, Some(format!("web login refused (1203): {message}"))).await;
+            Outcome::LoggedOut(LogoutReason::WebForbidden { message })
+                if self.logged_in.is_none() =>
+            {
+                self.qr_status(
+                    QrStatus::Failed,
+                    0,
+                    Some(format!("web login refused (1203): {message}")),
+                )
+                .await;
             }
             _ => {}
         }
@@ -316,7 +393,9 @@ impl Bridge {
             return None;
         }
         self.flush_updates().await;
-        let Outcome::LoggedOut(reason) = &outcome else { return None };
+        let Outcome::LoggedOut(reason) = &outcome else {
+            return None;
+        };
         if *reason == LogoutReason::Shutdown {
             // The supervised runner told the control plane before stopping the session.
             if let Some(l) = &self.logged_in {
@@ -405,7 +484,10 @@ impl Executor {
                 Err(e) => Err(e.to_string()),
             };
             if let Err(reason) = &result {
-                tracing::warn!(task_id = task_id.as_deref().unwrap_or(""), "task failed: {reason}");
+                tracing::warn!(
+                    task_id = task_id.as_deref().unwrap_or(""),
+                    "task failed: {reason}"
+                );
             }
             // Task 200 is answered by the supervisor (spec B.4); everything else here.
             if let (Some(id), Some(result)) = (task_id, result.transpose()) {
@@ -413,7 +495,11 @@ impl Executor {
                     Ok(()) => (true, String::new()),
                     Err(r) => (false, r),
                 };
-                if let Err(e) = self.control.report_task_result(&self.wxid, &id, ok, &reason).await {
+                if let Err(e) = self
+                    .control
+                    .report_task_result(&self.wxid, &id, ok, &reason)
+                    .await
+                {
                     tracing::warn!(task_id = id, error = %e, "could not report the task result");
                 }
             }
@@ -423,7 +509,12 @@ impl Executor {
     /// Runs one task. `Ok(None)` means someone else reports the result.
     async fn execute(&self, task: Task, task_id: Option<&str>) -> Result<Option<()>, String> {
         match task {
-            Task::SendMessages { to, at_list, at_style, msg_list } => {
+            Task::SendMessages {
+                to,
+                at_list,
+                at_style,
+                msg_list,
+            } => {
                 let style = match at_style {
                     AtStyle::Prefix => MentionStyle::Prefix,
                     AtStyle::Placeholder => MentionStyle::Placeholder,
@@ -432,7 +523,9 @@ impl Executor {
                     match unit {
                         PushUnit::Text { text } => {
                             let mentions = if i == 0 { at_list.clone() } else { Vec::new() };
-                            self.send_text(&to, text, mentions, style).await.map_err(|e| format!("msg_list[{i}]: {e}"))?;
+                            self.send_text(&to, text, mentions, style)
+                                .await
+                                .map_err(|e| format!("msg_list[{i}]: {e}"))?;
                         }
                         other => {
                             return Err(format!(
@@ -446,7 +539,10 @@ impl Executor {
                 Ok(Some(()))
             }
             Task::StartQrSession { qr_session_id } => {
-                (self.ipc)(WorkerMessage::StartSession { qr_session_id, task_id: task_id.map(str::to_owned) });
+                (self.ipc)(WorkerMessage::StartSession {
+                    qr_session_id,
+                    task_id: task_id.map(str::to_owned),
+                });
                 Ok(None)
             }
             other => Err(format!(
@@ -457,13 +553,27 @@ impl Executor {
         }
     }
 
-    async fn send_text(&self, to: &str, text: String, mentions: Vec<String>, style: MentionStyle) -> Result<(), String> {
+    async fn send_text(
+        &self,
+        to: &str,
+        text: String,
+        mentions: Vec<String>,
+        style: MentionStyle,
+    ) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(WorkerCommand::SendText { to: to.to_owned(), text, mentions, style, reply: tx })
+            .send(WorkerCommand::SendText {
+                to: to.to_owned(),
+                text,
+                mentions,
+                style,
+                reply: tx,
+            })
             .await
             .map_err(|_| "the session has ended".to_owned())?;
-        let receipt = rx.await.map_err(|_| "the session ended before the send".to_owned())??;
+        let receipt = rx
+            .await
+            .map_err(|_| "the session ended before the send".to_owned())??;
         tracing::debug!(msg_id = %receipt.msg_id, "sent");
         Ok(())
     }

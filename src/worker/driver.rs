@@ -2,7 +2,9 @@
 //! commands (sends, logout) served while the long poll is outstanding. Everything the session
 //! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
 
-use super::events::{Account, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions};
+use super::events::{
+    Account, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
+};
 use super::qr;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::backoff::Backoff;
@@ -11,7 +13,7 @@ use crate::wechat::client::{ClientSettings, InitData, SyncData, WebClient};
 use crate::wechat::contact::{Contact, ContactBook, ContactKind, RawContact, Upsert};
 use crate::wechat::error::WechatError;
 use crate::wechat::login::{LoginEnd, LoginEvent, LoginObserver, QrBounds, qr_login};
-use crate::wechat::message::{Chat, parse_message};
+use crate::wechat::message::{Chat, Message, MessageKind, parse_message};
 use crate::wechat::sync::{SyncLoop, SyncSettings, SyncStep};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -282,7 +284,7 @@ impl Session<'_> {
                     tokio::select! {
                         step = &mut fut => break step,
                         Some(cmd) = self.commands.recv() => {
-                            if let Some(outcome) = Self::command(&self.client, self.book.as_ref(), cmd).await {
+                            if let Some(outcome) = Self::command(&self.client, self.book.as_ref(), &self.events, &mut self.recent, cmd).await {
                                 return outcome;
                             }
                         }
@@ -324,20 +326,51 @@ impl Session<'_> {
     async fn command(
         client: &WebClient,
         book: Option<&ContactBook>,
+        events: &mpsc::Sender<WorkerEvent>,
+        recent: &mut RecentIds,
         cmd: WorkerCommand,
     ) -> Option<Outcome> {
         match cmd {
-            WorkerCommand::SendText { to, text, mentions, style, reply } => {
-                let result = match resolve_target(client, book, &to) {
-                    Ok(user_name) => client
-                        .send_text(&user_name, &with_mentions(client, book, &user_name, &text, &mentions, style))
-                        .await
-                        .map(|s| SendReceipt {
+            WorkerCommand::SendText {
+                to,
+                text,
+                mentions,
+                style,
+                reply,
+            } => {
+                let sent = match resolve_target(client, book, &to) {
+                    Ok(user_name) => {
+                        let content =
+                            with_mentions(client, book, &user_name, &text, &mentions, style);
+                        client
+                            .send_text(&user_name, &content)
+                            .await
+                            .map(|s| (user_name, content, s))
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e),
+                };
+                let result = match sent {
+                    Ok((user_name, content, s)) => {
+                        // Own messages are reported too (both directions); remembering the id
+                        // drops the copy a server may echo back through webwxsync.
+                        recent.insert(&s.msg_id);
+                        if let Some(book) = book {
+                            let m = sent_message(client, &user_name, &content, &s.msg_id);
+                            let line = m.one_line(book);
+                            let _ = events
+                                .send(WorkerEvent::Message {
+                                    message: Box::new(m),
+                                    line,
+                                })
+                                .await;
+                        }
+                        Ok(SendReceipt {
                             to: user_name,
                             msg_id: s.msg_id,
                             local_id: s.local_id,
                         })
-                        .map_err(|e| e.to_string()),
+                    }
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
@@ -488,6 +521,42 @@ fn group_sender(content: &str) -> Option<&str> {
     sender.starts_with('@').then_some(sender)
 }
 
+/// The typed message for a text this client sent, as the server would echo it.
+fn sent_message(client: &WebClient, to: &str, content: &str, msg_id: &str) -> Message {
+    let me = client.self_user_name();
+    let chat = if to.starts_with("@@") {
+        Chat::Group {
+            room: to.to_owned(),
+            sender: Some(me.clone()),
+        }
+    } else {
+        Chat::Private {
+            peer: to.to_owned(),
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Message {
+        msg_id: msg_id.to_owned(),
+        new_msg_id: msg_id.parse().unwrap_or(0),
+        create_time: now,
+        msg_type: 1,
+        app_msg_type: 0,
+        from: me,
+        to: to.to_owned(),
+        chat,
+        outgoing: true,
+        kind: MessageKind::Text {
+            text: content.to_owned(),
+            mentions: Vec::new(),
+            mentions_me: false,
+        },
+        raw_content: content.to_owned(),
+    }
+}
+
 /// The text with its mentions written out, each as the name the group shows: the member's
 /// group nickname, else their nickname (the own wxid counts as the own UserName).
 fn with_mentions(
@@ -505,13 +574,19 @@ fn with_mentions(
     let names: Vec<String> = mentions
         .iter()
         .map(|m| {
-            let user = if *m == client.uin() { me.as_str() } else { m.as_str() };
+            let user = if *m == client.uin() {
+                me.as_str()
+            } else {
+                m.as_str()
+            };
             let member = book.and_then(|b| b.group_member(room, user));
             match (member, book.and_then(|b| b.get(user))) {
                 (Some(gm), _) if !gm.display_name.is_empty() => gm.display_name.clone(),
                 (Some(gm), _) if !gm.nick_name.is_empty() => gm.nick_name.clone(),
                 (_, Some(c)) if !c.nick_name.is_empty() => c.nick_name.clone(),
-                _ if user == me => book.map(|b| b.self_user().nick_name.clone()).unwrap_or_default(),
+                _ if user == me => book
+                    .map(|b| b.self_user().nick_name.clone())
+                    .unwrap_or_default(),
                 _ => user.to_owned(),
             }
         })

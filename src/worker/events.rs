@@ -125,12 +125,21 @@ mod tests {
     #[test]
     fn mentions_prefix_and_placeholder() {
         let names = vec!["Bob".to_owned(), "Carol".to_owned()];
-        assert_eq!(compose_mentions("hi", &names, MentionStyle::Prefix), "@Bob\u{2005}@Carol\u{2005}hi");
+        assert_eq!(
+            compose_mentions("hi", &names, MentionStyle::Prefix),
+            "@Bob\u{2005}@Carol\u{2005}hi"
+        );
         assert_eq!(
             compose_mentions("a {$@} b {$@}!", &names, MentionStyle::Placeholder),
             "a @Bob\u{2005} b @Carol\u{2005}!"
         );
-        assert_eq!(compose_mentions("only {$@}", &names, MentionStyle::Placeholder), "@Carol\u{2005}only @Bob\u{2005}");
-        assert_eq!(compose_mentions("none", &[], MentionStyle::Placeholder), "none");
+        assert_eq!(
+            compose_mentions("only {$@}", &names, MentionStyle::Placeholder),
+            "@Carol\u{2005}only @Bob\u{2005}"
+        );
+        assert_eq!(
+            compose_mentions("none", &[], MentionStyle::Placeholder),
+            "none"
+        );
     }
 }

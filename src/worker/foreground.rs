@@ -168,7 +168,13 @@ async fn read_commands(commands: mpsc::Sender<WorkerCommand>, out: Printer) {
             Ok(Parsed::Send { to, text }) => {
                 let (tx, rx) = oneshot::channel();
                 if commands
-                    .send(WorkerCommand::SendText { to: to.clone(), text, mentions: Vec::new(), style: Default::default(), reply: tx })
+                    .send(WorkerCommand::SendText {
+                        to: to.clone(),
+                        text,
+                        mentions: Vec::new(),
+                        style: Default::default(),
+                        reply: tx,
+                    })
                     .await
                     .is_err()
                 {

@@ -39,14 +39,22 @@ pub struct Ids<'a> {
 impl Ids<'_> {
     /// The report id of a UserName: the own one becomes the wxid.
     pub fn of(&self, user_name: &str) -> String {
-        if user_name == self.user_name { self.wxid.to_owned() } else { user_name.to_owned() }
+        if user_name == self.user_name {
+            self.wxid.to_owned()
+        } else {
+            user_name.to_owned()
+        }
     }
 }
 
 /// The body of a message as XML/text, without the group sender prefix, unescaped.
 fn raw_body(m: &Message) -> String {
     let body = match (&m.chat, m.outgoing) {
-        (Chat::Group { .. }, false) => m.raw_content.split_once(":<br/>").map(|(_, b)| b).unwrap_or(&m.raw_content),
+        (Chat::Group { .. }, false) => m
+            .raw_content
+            .split_once(":<br/>")
+            .map(|(_, b)| b)
+            .unwrap_or(&m.raw_content),
         _ => m.raw_content.as_str(),
     };
     unescape_content(body)
@@ -61,13 +69,26 @@ pub fn file_index(m: &Message) -> String {
 pub fn msg_unit(m: &Message, ids: &Ids<'_>) -> Option<MsgUnit> {
     let (room, from, to) = match &m.chat {
         Chat::Group { room, sender } => {
-            let from = if m.outgoing { ids.wxid.to_owned() } else { sender.as_deref().map(|s| ids.of(s)).unwrap_or_default() };
+            let from = if m.outgoing {
+                ids.wxid.to_owned()
+            } else {
+                sender.as_deref().map(|s| ids.of(s)).unwrap_or_default()
+            };
             (room.clone(), from, room.clone())
         }
         Chat::Private { .. } => (String::new(), ids.of(&m.from), ids.of(&m.to)),
     };
     let ts = m.create_time.saturating_mul(1000);
-    let unit = |t: i64| MsgUnit::new(m.msg_id.clone(), ts, t, room.clone(), from.clone(), to.clone());
+    let unit = |t: i64| {
+        MsgUnit::new(
+            m.msg_id.clone(),
+            ts,
+            t,
+            room.clone(),
+            from.clone(),
+            to.clone(),
+        )
+    };
     let raw = || Some(raw_body(m));
     use MessageKind as K;
     let u = match &m.kind {
@@ -84,14 +105,36 @@ pub fn msg_unit(m: &Message, ids: &Ids<'_>) -> Option<MsgUnit> {
             u.msg = Some(format!("[location] {label} {url}").trim_end().to_owned());
             u
         }
-        K::Image { .. } => MsgUnit { file_index: Some(file_index(m)), ..unit(msg_type::IMAGE) },
-        K::Voice { .. } => MsgUnit { file_index: Some(file_index(m)), raw_msg: raw(), ..unit(msg_type::VOICE) },
-        K::Video { .. } => MsgUnit { file_index: Some(file_index(m)), raw_msg: raw(), ..unit(msg_type::VIDEO) },
-        K::Card { .. } => MsgUnit { raw_msg: raw(), ..unit(msg_type::CARD) },
-        K::Emoticon { cdn_url, .. } => {
-            MsgUnit { emoji_url: Some(cdn_url.clone().unwrap_or_default()), raw_msg: raw(), ..unit(msg_type::STICKER) }
-        }
-        K::Link { title, desc, url, thumb_url, app_type } => MsgUnit {
+        K::Image { .. } => MsgUnit {
+            file_index: Some(file_index(m)),
+            ..unit(msg_type::IMAGE)
+        },
+        K::Voice { .. } => MsgUnit {
+            file_index: Some(file_index(m)),
+            raw_msg: raw(),
+            ..unit(msg_type::VOICE)
+        },
+        K::Video { .. } => MsgUnit {
+            file_index: Some(file_index(m)),
+            raw_msg: raw(),
+            ..unit(msg_type::VIDEO)
+        },
+        K::Card { .. } => MsgUnit {
+            raw_msg: raw(),
+            ..unit(msg_type::CARD)
+        },
+        K::Emoticon { cdn_url, .. } => MsgUnit {
+            emoji_url: Some(cdn_url.clone().unwrap_or_default()),
+            raw_msg: raw(),
+            ..unit(msg_type::STICKER)
+        },
+        K::Link {
+            title,
+            desc,
+            url,
+            thumb_url,
+            app_type,
+        } => MsgUnit {
             link_title: Some(title.clone()),
             link_desc: Some(desc.clone()),
             link_url: Some(url.clone()),
@@ -100,7 +143,11 @@ pub fn msg_unit(m: &Message, ids: &Ids<'_>) -> Option<MsgUnit> {
             raw_msg: raw(),
             ..unit(msg_type::LINK)
         },
-        K::App { app_type, title, url } => MsgUnit {
+        K::App {
+            app_type,
+            title,
+            url,
+        } => MsgUnit {
             link_title: Some(title.clone()),
             link_desc: Some(String::new()),
             link_url: Some(url.clone()),
@@ -109,8 +156,16 @@ pub fn msg_unit(m: &Message, ids: &Ids<'_>) -> Option<MsgUnit> {
             raw_msg: raw(),
             ..unit(msg_type::LINK)
         },
-        K::MiniProgram { .. } => MsgUnit { raw_msg: raw(), file_index: Some(file_index(m)), ..unit(msg_type::MINI_PROGRAM) },
-        K::Transfer { transfer_id, pay_subtype, .. } => MsgUnit {
+        K::MiniProgram { .. } => MsgUnit {
+            raw_msg: raw(),
+            file_index: Some(file_index(m)),
+            ..unit(msg_type::MINI_PROGRAM)
+        },
+        K::Transfer {
+            transfer_id,
+            pay_subtype,
+            ..
+        } => MsgUnit {
             transferid: Some(transfer_id.clone().unwrap_or_default()),
             paysubtype: Some(pay_subtype.unwrap_or_default()),
             raw_msg: raw(),
@@ -123,9 +178,13 @@ pub fn msg_unit(m: &Message, ids: &Ids<'_>) -> Option<MsgUnit> {
             raw_msg: raw(),
             ..unit(msg_type::FILE)
         },
-        K::System { text } | K::RedPacket { text } | K::ShareLocation { text } | K::Recall { text, .. } => {
-            MsgUnit { raw_msg: Some(text.clone()), ..unit(msg_type::SYSTEM) }
-        }
+        K::System { text }
+        | K::RedPacket { text }
+        | K::ShareLocation { text }
+        | K::Recall { text, .. } => MsgUnit {
+            raw_msg: Some(text.clone()),
+            ..unit(msg_type::SYSTEM)
+        },
         K::FriendRequest { .. } | K::StatusNotify { .. } | K::Other { .. } => return None,
     };
     Some(u)
@@ -135,7 +194,12 @@ pub fn msg_unit(m: &Message, ids: &Ids<'_>) -> Option<MsgUnit> {
 /// the verify ticket (what task 13 hands back).
 pub fn friend_request(m: &Message) -> Option<FriendAddRequest> {
     match &m.kind {
-        MessageKind::FriendRequest { user_name, greeting, ticket, .. } => Some(FriendAddRequest {
+        MessageKind::FriendRequest {
+            user_name,
+            greeting,
+            ticket,
+            ..
+        } => Some(FriendAddRequest {
             v1: user_name.clone(),
             v2: ticket.clone(),
             notice_word: greeting.clone(),
@@ -172,7 +236,11 @@ pub fn group_info(c: &Contact, ids: &Ids<'_>) -> GroupInfo {
     GroupInfo {
         wxid: c.user_name.clone(),
         name: c.nick_name.clone(),
-        owner_wxid: if c.owner_user_name.is_empty() { String::new() } else { ids.of(&c.owner_user_name) },
+        owner_wxid: if c.owner_user_name.is_empty() {
+            String::new()
+        } else {
+            ids.of(&c.owner_user_name)
+        },
         member_count: u32::try_from(c.member_count.max(c.members.len() as i64)).unwrap_or(0),
         head_img: c.head_img_url.clone(),
         member_wxid_list: c.members.iter().map(|m| ids.of(&m.user_name)).collect(),
@@ -180,7 +248,11 @@ pub fn group_info(c: &Contact, ids: &Ids<'_>) -> GroupInfo {
 }
 
 pub fn public_info(c: &Contact) -> PublicInfo {
-    PublicInfo { wxid: c.user_name.clone(), nickname: c.nick_name.clone(), head_img: c.head_img_url.clone() }
+    PublicInfo {
+        wxid: c.user_name.clone(),
+        nickname: c.nick_name.clone(),
+        head_img: c.head_img_url.clone(),
+    }
 }
 
 pub fn member_info(m: &GroupMember, ids: &Ids<'_>) -> MemberInfo {

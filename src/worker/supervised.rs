@@ -19,7 +19,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn emit_line(m: WorkerMessage) {
+/// Writes one pipe message to stdout; a closed pipe is ignored (stdin EOF ends us anyway).
+pub fn emit_line(m: WorkerMessage) {
     let mut out = std::io::stdout().lock();
     // The supervisor reads these lines; if it is gone, stdin EOF stops us anyway.
     let _ = writeln!(out, "{}", m.to_line());
@@ -46,7 +47,11 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
     let machine_id = crate::control::client::process_machine_id(&config.agent.machine_id);
     let control = match ControlClient::new(&config.control, machine_id.clone()) {
         Ok(c) => c,
-        Err(e) => return Outcome::LoginFailed { detail: format!("control plane: {e}") },
+        Err(e) => {
+            return Outcome::LoginFailed {
+                detail: format!("control plane: {e}"),
+            };
+        }
     };
     loop {
         let outcome = one_login(&config, &session_id, &control, &machine_id, &ipc, &shutdown).await;
@@ -76,7 +81,10 @@ async fn one_login(
     let (bridge_tx, bridge_rx) = mpsc::channel(1024);
     // The driver stops on its own token: on shutdown we first ask the control plane.
     let driver_stop = CancellationToken::new();
-    let spec = SessionSpec { session_id: session_id.to_owned(), logout_on_shutdown: false };
+    let spec = SessionSpec {
+        session_id: session_id.to_owned(),
+        logout_on_shutdown: false,
+    };
     let driver = {
         let config = config.clone();
         let stop = driver_stop.clone();
@@ -89,7 +97,13 @@ async fn one_login(
         contact_batch: Duration::from_secs(10),
     };
     let bridge_cancel = CancellationToken::new();
-    let bridge = Bridge::new(control.clone(), settings, cmd_tx.clone(), ipc.clone(), bridge_cancel.clone());
+    let bridge = Bridge::new(
+        control.clone(),
+        settings,
+        cmd_tx.clone(),
+        ipc.clone(),
+        bridge_cancel.clone(),
+    );
     let bridge_task = tokio::spawn(bridge.run(bridge_rx));
     let mut online: Option<String> = None;
     let mut draining = false;
@@ -128,7 +142,9 @@ async fn one_login(
     drop(bridge_tx);
     let outcome = match driver.await {
         Ok(o) => o,
-        Err(e) => Outcome::LoginFailed { detail: format!("session task failed: {e}") },
+        Err(e) => Outcome::LoginFailed {
+            detail: format!("session task failed: {e}"),
+        },
     };
     let end = tokio::select! {
         r = bridge_task => r.unwrap_or_default(),
