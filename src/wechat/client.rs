@@ -65,12 +65,12 @@ pub struct SentMessage {
 }
 
 pub struct WebClient {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     settings: ClientSettings,
     state: Mutex<WebSession>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -78,7 +78,7 @@ fn now_ms() -> i64 {
 }
 
 /// A client message id: 17 digits like the official client's (ms timestamp + 4 random digits).
-fn client_msg_id() -> String {
+pub(crate) fn client_msg_id() -> String {
     use rand::RngExt;
     format!("{}{:04}", now_ms(), rand::rng().random_range(0..10_000u32))
 }
@@ -127,7 +127,7 @@ impl WebClient {
         Ok(c)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, WebSession> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, WebSession> {
         // A panic while holding this lock cannot leave the session half-written in a way that
         // matters more than losing the worker, so a poisoned lock is simply taken over.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -158,10 +158,11 @@ impl WebClient {
         self.lock().cookies.store_from_headers(headers);
     }
 
-    fn origin(&self, which: Host, endpoint: &'static str) -> Result<Url, WechatError> {
+    pub(crate) fn origin(&self, which: Host, endpoint: &'static str) -> Result<Url, WechatError> {
         let s = self.lock();
         let o = match which {
             Host::Main => &s.main_origin,
+            Host::File => &s.file_origin,
             Host::Webpush => &s.webpush_origin,
         };
         if o.is_empty() {
@@ -170,13 +171,13 @@ impl WebClient {
         Url::parse(o).map_err(|_| WechatError::NotLoggedIn { endpoint })
     }
 
-    fn api(&self, which: Host, endpoint: &'static str) -> Result<Url, WechatError> {
+    pub(crate) fn api(&self, which: Host, endpoint: &'static str) -> Result<Url, WechatError> {
         Ok(Hosts::api_url(&self.origin(which, endpoint)?, endpoint))
     }
 
     /// Sends a request with the session cookies, stores the cookies of the answer and returns
     /// status, headers and body text.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         endpoint: &'static str,
         req: reqwest::RequestBuilder,
@@ -201,7 +202,7 @@ impl WebClient {
         Ok((status, headers, body))
     }
 
-    async fn get_text(
+    pub(crate) async fn get_text(
         &self,
         endpoint: &'static str,
         url: Url,
@@ -215,7 +216,7 @@ impl WebClient {
     }
 
     /// POSTs a JSON body to a main-host endpoint and checks `BaseResponse.Ret`.
-    async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         endpoint: &'static str,
         url: Url,
@@ -237,11 +238,11 @@ impl WebClient {
         Ok(v)
     }
 
-    fn base_request(&self) -> Value {
+    pub(crate) fn base_request(&self) -> Value {
         self.lock().credentials.base_request()
     }
 
-    fn pass_ticket(&self) -> String {
+    pub(crate) fn pass_ticket(&self) -> String {
         self.lock().credentials.pass_ticket.clone()
     }
 
@@ -686,13 +687,15 @@ pub struct PendingKeys {
     skey: Option<String>,
 }
 
+/// Which of the session's hosts a request goes to.
 #[derive(Clone, Copy)]
-enum Host {
+pub(crate) enum Host {
     Main,
+    File,
     Webpush,
 }
 
-fn parse_json(endpoint: &'static str, text: &str) -> Result<Value, WechatError> {
+pub(crate) fn parse_json(endpoint: &'static str, text: &str) -> Result<Value, WechatError> {
     let v: Value = serde_json::from_str(text).map_err(|e| WechatError::Json {
         endpoint,
         detail: e.to_string(),
@@ -706,7 +709,7 @@ fn parse_json(endpoint: &'static str, text: &str) -> Result<Value, WechatError> 
     Ok(v)
 }
 
-fn check_ret(endpoint: &'static str, v: &Value) -> Result<(), WechatError> {
+pub(crate) fn check_ret(endpoint: &'static str, v: &Value) -> Result<(), WechatError> {
     let br = v.get("BaseResponse").ok_or(WechatError::Missing {
         endpoint,
         what: "BaseResponse",
@@ -751,7 +754,7 @@ fn field<T: serde::de::DeserializeOwned>(
 }
 
 /// A list field; absent or null reads as empty (some servers omit empty lists).
-fn opt_list<T: serde::de::DeserializeOwned>(
+pub(crate) fn opt_list<T: serde::de::DeserializeOwned>(
     endpoint: &'static str,
     v: &Value,
     key: &'static str,
@@ -774,7 +777,7 @@ fn opt_list<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn id_string(v: &Value) -> String {
+pub(crate) fn id_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
