@@ -423,7 +423,7 @@ impl WebClient {
         {
             s.credentials.skey = sk.to_owned();
         }
-        if !(keep_sync_key && !s.sync_key.is_empty()) {
+        if !keep_sync_key || s.sync_key.is_empty() {
             s.sync_key = key;
             s.sync_check_key = SyncKey::default();
         }
@@ -691,6 +691,8 @@ pub struct PendingKeys {
 #[derive(Clone, Copy)]
 pub(crate) enum Host {
     Main,
+    // Uploads and file downloads (src/wechat/media.rs).
+    #[allow(dead_code)]
     File,
     Webpush,
 }

@@ -311,10 +311,10 @@ impl Session<'_> {
                 }
                 SyncStep::Cancelled => {
                     self.state(SessionState::Stopping).await;
-                    if self.spec.logout_on_shutdown {
-                        if let Err(e) = self.client.logout().await {
-                            tracing::warn!(error = %e, "webwxlogout failed");
-                        }
+                    if self.spec.logout_on_shutdown
+                        && let Err(e) = self.client.logout().await
+                    {
+                        tracing::warn!(error = %e, "webwxlogout failed");
                     }
                     return Outcome::LoggedOut(LogoutReason::Shutdown);
                 }
