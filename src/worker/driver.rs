@@ -284,7 +284,7 @@ impl Session<'_> {
                     tokio::select! {
                         step = &mut fut => break step,
                         Some(cmd) = self.commands.recv() => {
-                            if let Some(outcome) = Self::command(&self.client, self.book.as_ref(), &self.events, &mut self.recent, cmd).await {
+                            if let Some(outcome) = Self::command(&self.client, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
                                 return outcome;
                             }
                         }
@@ -325,12 +325,20 @@ impl Session<'_> {
     /// Serves one command. Returns an outcome when the command ends the session.
     async fn command(
         client: &WebClient,
-        book: Option<&ContactBook>,
+        mut book: Option<&mut ContactBook>,
         events: &mpsc::Sender<WorkerEvent>,
         recent: &mut RecentIds,
         cmd: WorkerCommand,
     ) -> Option<Outcome> {
         match cmd {
+            WorkerCommand::Op { op, reply } => {
+                let result = match book.as_deref_mut() {
+                    Some(b) => super::ops::perform(client, b, op).await,
+                    None => Err("not logged in yet".into()),
+                };
+                let _ = reply.send(result);
+                None
+            }
             WorkerCommand::SendText {
                 to,
                 text,
@@ -338,6 +346,7 @@ impl Session<'_> {
                 style,
                 reply,
             } => {
+                let book = book.as_deref();
                 let sent = match resolve_target(client, book, &to) {
                     Ok(user_name) => {
                         let content =
@@ -460,10 +469,35 @@ impl Session<'_> {
         if c.kind == ContactKind::SelfUser {
             return;
         }
+        let before: Option<HashSet<String>> = book
+            .get(&c.user_name)
+            .filter(|g| g.is_group())
+            .map(|g| g.members.iter().map(|m| m.user_name.clone()).collect());
+        let name = c.user_name.clone();
         let copy = c.clone();
         match book.upsert(c) {
             Upsert::Added => self.emit(WorkerEvent::ContactAdded(Box::new(copy))).await,
-            Upsert::Changed => self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await,
+            Upsert::Changed => {
+                self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await;
+                if let (Some(before), Some(g)) = (before, book.get(&name)) {
+                    let after: HashSet<String> =
+                        g.members.iter().map(|m| m.user_name.clone()).collect();
+                    let mut added: Vec<String> = after.difference(&before).cloned().collect();
+                    let mut removed: Vec<String> = before.difference(&after).cloned().collect();
+                    if !added.is_empty() || !removed.is_empty() {
+                        added.sort();
+                        removed.sort();
+                        let owner = g.owner_user_name.clone();
+                        self.emit(WorkerEvent::MembersChanged {
+                            room: name,
+                            owner,
+                            added,
+                            removed,
+                        })
+                        .await;
+                    }
+                }
+            }
             Upsert::Unchanged | Upsert::Ignored => {}
         }
     }

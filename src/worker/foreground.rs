@@ -107,6 +107,16 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
             c.display_name(),
             c.user_name
         )),
+        WorkerEvent::MembersChanged {
+            room,
+            added,
+            removed,
+            ..
+        } => out.line(&format!(
+            "members changed: {room}: +{} -{}",
+            added.len(),
+            removed.len()
+        )),
         WorkerEvent::ContactRemoved { user_name } => {
             out.line(&format!("contact removed: {user_name}"))
         }
