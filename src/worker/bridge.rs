@@ -197,6 +197,23 @@ impl Bridge {
             WorkerEvent::QrExpired { refresh } => {
                 self.qr_status(QrStatus::Expired, refresh, None).await
             }
+            WorkerEvent::ResumeStep { step, ok, detail } => {
+                let status = if ok {
+                    QrStatus::Confirmed
+                } else {
+                    QrStatus::Failed
+                };
+                self.qr_status(status, 0, Some(format!("resume {step}: {detail}")))
+                    .await;
+            }
+            WorkerEvent::PushLogin { .. } => {
+                self.qr_status(
+                    QrStatus::Scanned,
+                    0,
+                    Some("push login sent to the phone".into()),
+                )
+                .await;
+            }
             WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, 0, None).await,
             WorkerEvent::Online { account, contacts } => self.online(account, contacts).await,
             WorkerEvent::Message { message, .. } => {

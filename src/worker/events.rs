@@ -33,6 +33,16 @@ pub enum WorkerEvent {
     QrExpired {
         refresh: u32,
     },
+    /// A saved session is being resumed; one step's outcome (`webwxinit`, `push_login`, `qr`).
+    ResumeStep {
+        step: &'static str,
+        ok: bool,
+        detail: String,
+    },
+    /// A push login waits for the phone's confirmation.
+    PushLogin {
+        uuid: String,
+    },
     Scanned,
     ScanCancelled,
     /// Logged in; the contact book is loaded.
