@@ -44,7 +44,12 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
-    tracing::info!(%addr, machine_id, max_sessions = config.agent.max_sessions, "supervisor started; admin API listening");
+    tracing::info!(%addr, machine_id, max_sessions = config.agent.max_sessions, "supervisor started; admin API listening"); // `wxagent status` finds the API here when `admin_listen` asked for port 0.
+    if let Err(e) = crate::worker::persist::ensure_dir(&config.agent.state_dir)
+        .and_then(|()| std::fs::write(admin::addr_file(&config.agent.state_dir), addr.to_string()))
+    {
+        tracing::warn!(error = %e, "could not record the admin API address");
+    }
 
     let mut sup = Supervisor {
         config: &config,

@@ -484,7 +484,7 @@ impl Session<'_> {
                     self.save();
                 }
                 SyncStep::LoggedOut(reason) => {
-                    tracing::warn!(reason = reason.as_str(), "logged out: {reason}");
+                    tracing::info!(reason = reason.as_str(), "logged out: {reason}");
                     return Outcome::LoggedOut(reason);
                 }
                 SyncStep::Cancelled => {
