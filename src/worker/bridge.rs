@@ -165,11 +165,13 @@ impl Bridge {
     /// Handles one event; returns the exit flags of a `logout` when it sent one.
     async fn event(&mut self, ev: WorkerEvent) -> Option<ExitFlags> {
         let added = matches!(ev, WorkerEvent::ContactAdded(_));
-        if self.refused && !matches!(ev, WorkerEvent::Ended(_)) {
+        if self.refused && !matches!(ev, WorkerEvent::Ended(_) | WorkerEvent::Barrier(_)) {
             return None;
         }
         match ev {
             WorkerEvent::State(_) | WorkerEvent::ScanCancelled => {}
+            // Every earlier event has been handled (reported) by now.
+            WorkerEvent::Barrier(b) => b.release(),
             WorkerEvent::Qr { png, refresh, .. } => {
                 (self.ipc)(WorkerMessage::Qr { refresh });
                 if self.control.can_upload() {

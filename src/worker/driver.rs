@@ -3,7 +3,7 @@
 //! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
 
 use super::events::{
-    Account, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
+    Account, Barrier, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
 };
 use super::persist;
 use super::qr;
@@ -470,7 +470,14 @@ impl Session<'_> {
             match step {
                 SyncStep::Data(data, keys) => {
                     self.apply(data).await;
-                    // The events are with the owner now; only then move the key past them.
+                    // Move the key past these events only once the owner has them safe
+                    // (spooled): a crash before that re-fetches them instead of losing them.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    self.emit(WorkerEvent::Barrier(Barrier(tx))).await;
+                    if rx.await.is_err() {
+                        tracing::warn!("events were not confirmed safe; keeping the old sync key");
+                        continue;
+                    }
                     self.client.commit_sync_keys(keys);
                     self.save();
                 }
