@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod driver;
 pub mod events;
+pub mod fetch;
 pub mod foreground;
 pub mod ipc;
 pub mod pacing;
