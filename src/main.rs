@@ -129,8 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Demo) => {
-            eprintln!("wxagent: error: `wxagent demo` is not available in this build yet");
-            Ok(WorkerExit::Usage.into())
+            wxagent::demo::run(wxagent::demo::DemoOptions::new(std::env::current_exe()?))
         }
         None => {
             eprintln!("wxagent: nothing to do; see `wxagent --help`");

@@ -8,6 +8,7 @@ pub mod error;
 pub mod hosts;
 pub mod login;
 pub mod message;
+pub mod ops;
 pub mod parse;
 pub mod session;
 pub mod sync;

@@ -84,6 +84,11 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
             ));
         }
         WorkerEvent::QrExpired { refresh } => out.line(&format!("qr expired: code {refresh}")),
+        WorkerEvent::ResumeStep { step, ok, detail } => out.line(&format!(
+            "resume: {step} {}: {detail}",
+            if *ok { "ok" } else { "failed" }
+        )),
+        WorkerEvent::PushLogin { .. } => out.line("push login: confirm the login on the phone"),
         WorkerEvent::Scanned => out.line("scanned: confirm the login on the phone"),
         WorkerEvent::ScanCancelled => {
             out.line("scan cancelled on the phone; the code can be scanned again")
@@ -106,6 +111,16 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
             "contact changed: {} ({})",
             c.display_name(),
             c.user_name
+        )),
+        WorkerEvent::MembersChanged {
+            room,
+            added,
+            removed,
+            ..
+        } => out.line(&format!(
+            "members changed: {room}: +{} -{}",
+            added.len(),
+            removed.len()
         )),
         WorkerEvent::ContactRemoved { user_name } => {
             out.line(&format!("contact removed: {user_name}"))
