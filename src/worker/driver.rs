@@ -3,7 +3,8 @@
 //! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
 
 use super::events::{
-    Account, Barrier, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
+    Account, Barrier, MentionStyle, OpResult, SendReceipt, WorkerCommand, WorkerEvent,
+    compose_mentions,
 };
 use super::pacing::{Pacer, is_rate_limit_notice};
 use super::persist;
@@ -523,6 +524,16 @@ impl Session<'_> {
                     None => Err("not logged in yet".into()),
                 };
                 let result = result.map_err(|e| note_rate_limit(pacer, e));
+                // A group created here is in the book already (the op fetched it), so the
+                // server's ModContactList for it will not look new: announce it now. If the
+                // fetch failed, that ModContactList adds and announces it instead.
+                if let (Ok(OpResult::Group(room)), Some(b)) = (&result, book.as_deref())
+                    && let Some(g) = b.get(room)
+                {
+                    let _ = events
+                        .send(WorkerEvent::ContactAdded(Box::new(g.clone())))
+                        .await;
+                }
                 let _ = reply.send(result);
                 None
             }

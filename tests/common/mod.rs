@@ -758,3 +758,60 @@ impl Supervisor {
             .wait_for(what, |l| needles.iter().all(|n| l.contains(n)))
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Simulator statistics, contact changes and media read back with a worker's session.
+
+impl Sim {
+    /// `GET /__sim/stats`.
+    pub fn stats(&self) -> Value {
+        self.get("/__sim/stats")
+    }
+
+    /// How many requests the simulator served on one protocol route (`webwxsendmsg`, …).
+    pub fn route_requests(&self, route: &str) -> u64 {
+        self.stats()["requests"][route].as_u64().unwrap_or(0)
+    }
+
+    /// A contact-book change made "elsewhere" (`POST /__sim/sessions/<uin>/contacts`).
+    pub fn contacts_op(&self, uin: u64, body: Value) -> Value {
+        self.post(&format!("/__sim/sessions/{uin}/contacts"), body)
+    }
+
+    /// Waits until the outbox of `uin` holds an entry satisfying `pred` and returns it.
+    pub fn wait_outbox(&self, what: &str, uin: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, || self.outbox(uin).into_iter().find(|m| pred(m)))
+    }
+
+    /// GETs a protocol download (`webwxgetmsgimg?…`, `webwxgetmedia?…`) as the logged-in web
+    /// session saved under `state_dir` for `session_id` would: with its `wxuin` / `wxsid`
+    /// cookies. Lets a test read back the simulator's stored media byte for byte.
+    pub fn download_as(&self, state_dir: &Path, session_id: &str, endpoint_query: &str) -> Vec<u8> {
+        let file = state_dir
+            .join("sessions")
+            .join(session_id)
+            .join("session.json");
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display())),
+        )
+        .expect("session.json is json");
+        let creds = &saved["web"]["credentials"];
+        let cookie = format!(
+            "wxuin={}; wxsid={}",
+            creds["uin"].as_str().expect("uin"),
+            creds["sid"].as_str().expect("sid")
+        );
+        let r = self
+            .http
+            .get(format!(
+                "{}/cgi-bin/mmwebwx-bin/{endpoint_query}",
+                self.base
+            ))
+            .header("Cookie", cookie)
+            .send()
+            .unwrap();
+        let status = r.status();
+        assert!(status.is_success(), "GET {endpoint_query}: {status}");
+        r.bytes().unwrap().to_vec()
+    }
+}
