@@ -54,6 +54,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub wechat: WechatConfig,
     pub qr: QrConfig,
+    pub spool: SpoolConfig,
     pub media: MediaConfig,
     pub pacing: PacingConfig,
 }
@@ -112,6 +113,14 @@ pub struct QrConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// `[spool] max_bytes`; default 256 MiB: bytes of not-yet-acknowledged reports per session.
+    pub max_bytes: u64,
+    /// `[spool] max_events`; default 1 000 000: not-yet-acknowledged reports per session.
+    pub max_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaConfig {
     /// `[media] allow_private_urls`; default false: task URLs on loopback/private addresses are refused.
     pub allow_private_urls: bool,
@@ -154,13 +163,17 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("wechat", "network_give_up"),
     ("qr", "max_refreshes"),
     ("qr", "max_wait"),
+    ("spool", "max_bytes"),
+    ("spool", "max_events"),
     ("media", "allow_private_urls"),
     ("pacing", "messages_per_second"),
     ("pacing", "burst"),
 ];
 
 /// The sections of [`KNOWN_KEYS`], in file order.
-pub const KNOWN_SECTIONS: &[&str] = &["agent", "control", "wechat", "qr", "media", "pacing"];
+pub const KNOWN_SECTIONS: &[&str] = &[
+    "agent", "control", "wechat", "qr", "spool", "media", "pacing",
+];
 
 const DEFAULT_MAX_SESSIONS: usize = 100;
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7878";
@@ -172,6 +185,10 @@ const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
 const DEFAULT_NETWORK_GIVE_UP: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MAX_REFRESHES: u32 = 5;
 const DEFAULT_QR_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
+/// A spool smaller than this could not hold one large report.
+const SPOOL_MIN_BYTES: u64 = 64 * 1024;
 const DEFAULT_MESSAGES_PER_SECOND: f64 = 1.0;
 const DEFAULT_BURST: u32 = 3;
 
@@ -387,6 +404,10 @@ impl Config {
                 max_refreshes: DEFAULT_MAX_REFRESHES,
                 max_wait: DEFAULT_QR_MAX_WAIT,
             },
+            spool: SpoolConfig {
+                max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+                max_events: DEFAULT_SPOOL_MAX_EVENTS,
+            },
             media: MediaConfig {
                 allow_private_urls: false,
             },
@@ -462,6 +483,13 @@ impl Config {
             vec![
                 ("max_refreshes", self.qr.max_refreshes.to_string()),
                 ("max_wait", duration_text(self.qr.max_wait)),
+            ],
+        );
+        section(
+            "spool",
+            vec![
+                ("max_bytes", self.spool.max_bytes.to_string()),
+                ("max_events", self.spool.max_events.to_string()),
             ],
         );
         section(
@@ -675,6 +703,11 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
         .set(&mut qr.max_refreshes);
     r.take("qr", "max_wait", duration(Floor::AboveZero))
         .set(&mut qr.max_wait);
+
+    r.take("spool", "max_bytes", byte_size(SPOOL_MIN_BYTES))
+        .set(&mut config.spool.max_bytes);
+    r.take("spool", "max_events", count)
+        .map_set(&mut config.spool.max_events, u64::from);
 
     r.take("media", "allow_private_urls", boolean)
         .set(&mut config.media.allow_private_urls);
@@ -920,6 +953,49 @@ fn count(value: &Value) -> Result<u32, String> {
     }
 }
 
+/// A size in bytes of at least `min`: a whole number of bytes, or a string with a binary unit
+/// (`"256 MiB"`, `"64KiB"`, `"1 GiB"`; B, KiB, MiB, GiB, TiB).
+fn byte_size(min: u64) -> impl FnOnce(&Value) -> Result<u64, String> {
+    move |value| {
+        let expected = "expected a size such as \"256 MiB\" or a number of bytes";
+        let n = match value {
+            Value::Integer(n) => {
+                u64::try_from(*n).map_err(|_| format!("must be at least {min} bytes, got {n}"))?
+            }
+            Value::String(s) => {
+                let s = s.trim();
+                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+                let (digits, unit) = s.split_at(split);
+                let multiplier: u64 = match unit.trim() {
+                    "" | "B" => 1,
+                    "KiB" => 1 << 10,
+                    "MiB" => 1 << 20,
+                    "GiB" => 1 << 30,
+                    "TiB" => 1 << 40,
+                    "K" | "KB" | "kB" | "M" | "MB" | "G" | "GB" | "T" | "TB" => {
+                        return Err(format!(
+                            "{expected}, got {} (write the binary units KiB, MiB, GiB or TiB)",
+                            shown(value)
+                        ));
+                    }
+                    _ => return Err(format!("{expected}, got {}", shown(value))),
+                };
+                digits
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|d| d.checked_mul(multiplier))
+                    .ok_or_else(|| format!("{expected}, got {}", shown(value)))?
+            }
+            other => return Err(format!("{expected}, got {}", shown(other))),
+        };
+        if n < min {
+            Err(format!("must be at least {min} bytes, got {n}"))
+        } else {
+            Ok(n)
+        }
+    }
+}
+
 /// A rate: a finite number above 0 (integers accepted: `messages_per_second = 2`).
 fn rate(value: &Value) -> Result<f64, String> {
     let x = match value {
@@ -1123,6 +1199,8 @@ mod tests {
         assert_eq!(c.wechat.network_give_up, Duration::from_secs(600));
         assert_eq!(c.qr.max_refreshes, 5);
         assert_eq!(c.qr.max_wait, Duration::from_secs(600));
+        assert_eq!(c.spool.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.spool.max_events, 1_000_000);
         assert!(!c.media.allow_private_urls);
         assert_eq!(c.pacing.messages_per_second, 1.0);
         assert_eq!(c.pacing.burst, 3);
@@ -1215,6 +1293,44 @@ mod tests {
         assert_eq!(
             problem("[control]\npoll_interval = \"fast\"\n"),
             r#"/etc/wxagent.toml: [control] poll_interval: expected a duration such as "5s" or "2m", got "fast""#
+        );
+    }
+
+    #[test]
+    fn spool_limits_take_sizes_and_counts() {
+        assert_eq!(valid("").spool, Config::defaults().spool);
+        let c = valid("[spool]\nmax_bytes = \"64 MiB\"\nmax_events = 5000\n");
+        assert_eq!(c.spool.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.spool.max_events, 5000);
+        for (text, bytes) in [
+            ("1048576", 1 << 20),
+            ("\"1GiB\"", 1 << 30),
+            ("\" 512 KiB \"", 512 << 10),
+            ("\"70000 B\"", 70_000),
+        ] {
+            let c = valid(&format!("[spool]\nmax_bytes = {text}\n"));
+            assert_eq!(c.spool.max_bytes, bytes, "{text}");
+        }
+        let p = problem("[spool]\nmax_bytes = \"256MB\"\n");
+        assert!(
+            p.starts_with("/etc/wxagent.toml: [spool] max_bytes: expected a size such as")
+                && p.contains("binary units"),
+            "{p}"
+        );
+        let p = problem("[spool]\nmax_bytes = 1000\n");
+        assert_eq!(
+            p,
+            "/etc/wxagent.toml: [spool] max_bytes: must be at least 65536 bytes, got 1000"
+        );
+        for bad in ["-1", "\"lots\"", "\"99999999999 TiB\"", "1.5"] {
+            problem(&format!("[spool]\nmax_bytes = {bad}\n"));
+        }
+        let p = problem("[spool]\nmax_events = 0\n");
+        assert!(p.contains("[spool] max_events: must be at least 1"), "{p}");
+        assert!(
+            Config::defaults()
+                .summary()
+                .contains("[spool]\nmax_bytes = 268435456\nmax_events = 1000000\n")
         );
     }
 
@@ -1525,7 +1641,7 @@ mod tests {
         assert_eq!(
             p,
             format!(
-                "{ORIGIN}: [zebra]: unknown section; known sections: agent, control, wechat, qr, media, pacing"
+                "{ORIGIN}: [zebra]: unknown section; known sections: agent, control, wechat, qr, spool, media, pacing"
             )
         );
         let p = problem("[control]\npoll_intervall = \"5s\"\n");

@@ -9,6 +9,7 @@
 //! - [`reports`]: the `data` payload of every action the client sends (A.3, A.7, B).
 //! - [`retry`]: capped, jittered retries bounded by attempts, deadline and cancellation.
 //! - [`signature`]: login-ack signature (A.4), request signing (B.6), nonces.
+//! - [`spool`]: the durable per-session report spool (B.5): append, front, ack, recovery.
 //! - [`tasks`]: typed tasks (A.5) and push units, parsed with errors naming the field.
 //! - [`upload`]: multipart uploads of QR codes and files (A.6).
 //! - `lenient`: readers for numbers-as-strings and friends (private).
@@ -20,6 +21,7 @@ mod lenient;
 pub mod reports;
 pub mod retry;
 pub mod signature;
+pub mod spool;
 pub mod tasks;
 pub mod upload;
 
