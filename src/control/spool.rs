@@ -163,7 +163,7 @@ pub enum SpoolError {
     },
     /// A limit is reached; nothing was appended (earlier reports are untouched).
     #[error(
-        "spool full: {limit} {what} pending reached the [spool] max_{what} limit; the report was not appended"
+        "spool full: the [spool] max_{what} limit of {limit} {what} is reached; the report was not appended"
     )]
     Full { what: &'static str, limit: u64 },
     /// One report alone is larger than the spool may hold.
@@ -689,8 +689,14 @@ impl Spool {
             return Err(SpoolError::Full { what, limit });
         }
         if self.active_len >= SEGMENT_TARGET || self.active_len + total > SEGMENT_HARD_LIMIT {
-            self.rotate()?;
-            self.compact();
+            match self.rotate() {
+                Ok(()) => self.compact(),
+                // A segment past its target size is still a good place for the report.
+                Err(e) if self.active_len + total <= SEGMENT_HARD_LIMIT => {
+                    tracing::warn!(error = %e, "cannot start a new spool segment; appending to the current one");
+                }
+                Err(e) => return Err(e),
+            }
         }
         let start = self.active_len;
         if start + total > SEGMENT_HARD_LIMIT {
@@ -937,10 +943,17 @@ fn create_segment(
         .open(&path)
         .map_err(io_err("create a segment", &path))?;
     let header = encode_header(base, session_id);
-    file.write_all(&header)
+    let written = file
+        .write_all(&header)
         .and_then(|()| file.sync_all())
-        .map_err(io_err("write a segment header", &path))?;
-    sync_dir(dir).map_err(io_err("sync the directory", dir))?;
+        .map_err(io_err("write a segment header", &path))
+        .and_then(|()| sync_dir(dir).map_err(io_err("sync the directory", dir)));
+    if let Err(e) = written {
+        // Leaving it would block the next attempt (the number is taken); it holds nothing.
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((Segment::new(number, path), file, header.len() as u64))
 }
 
@@ -977,6 +990,7 @@ fn read_header(
     file_len: u64,
 ) -> Result<Header, SpoolError> {
     let max = (SEGMENT_HEADER_FIXED + MAX_SESSION_ID + 4) as u64;
+    let ours = (SEGMENT_HEADER_FIXED + session_id.len() + 4) as u64;
     let mut h = Vec::new();
     file.take(max)
         .read_to_end(&mut h)
@@ -1015,8 +1029,8 @@ fn read_header(
     })();
     let Some((base, sid, len)) = parsed else {
         // Nothing is written after a header until the header is synced: a file no longer
-        // than a header with a bad header is an interrupted creation, anything longer damage.
-        return if file_len <= max {
+        // than our header with a bad header is an interrupted creation, anything longer damage.
+        return if file_len <= ours {
             Ok(Header::Partial)
         } else {
             Err(corrupt("segment header is damaged"))
@@ -1535,7 +1549,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "spool full: 3 events pending reached the [spool] max_events limit; the report was not appended"
+            "spool full: the [spool] max_events limit of 3 events is reached; the report was not appended"
         );
         let batch = vec![("a".to_owned(), "w".to_owned(), json!(1))];
         assert!(matches!(
@@ -1748,6 +1762,23 @@ mod tests {
         assert!(!partial.exists());
         assert_eq!(spool.len(), 3);
         assert_eq!(spool.append("a", "w", &json!(1)).unwrap().seq, 4);
+    }
+
+    #[test]
+    fn a_damaged_header_before_records_is_corruption_not_a_partial_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 2);
+        }
+        let seg = only_segment(dir.path());
+        flip(&seg, 14); // inside the base seq, under the header checksum
+        let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::Corrupt { offset: 0, detail, .. } if detail.contains("header")),
+            "{err:?}"
+        );
+        assert!(seg.exists());
     }
 
     #[test]
