@@ -4,6 +4,7 @@
 //!
 //! - [`client`]: [`ControlClient`]: envelope POSTs (timeouts, signing, event ids), login,
 //!   pull_task, reports, logout; the `machine_id` helpers.
+//! - [`delivery`]: sends a session's spool in order until acknowledged, with backoff.
 //! - [`envelope`]: request envelope, lenient ack, task/login/logout accessors.
 //! - [`error`]: [`ControlError`] and which errors are retryable.
 //! - [`reports`]: the `data` payload of every action the client sends (A.3, A.7, B).
@@ -15,6 +16,7 @@
 //! - `lenient`: readers for numbers-as-strings and friends (private).
 
 pub mod client;
+pub mod delivery;
 pub mod envelope;
 pub mod error;
 mod lenient;
