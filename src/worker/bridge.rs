@@ -165,11 +165,13 @@ impl Bridge {
     /// Handles one event; returns the exit flags of a `logout` when it sent one.
     async fn event(&mut self, ev: WorkerEvent) -> Option<ExitFlags> {
         let added = matches!(ev, WorkerEvent::ContactAdded(_));
-        if self.refused && !matches!(ev, WorkerEvent::Ended(_)) {
+        if self.refused && !matches!(ev, WorkerEvent::Ended(_) | WorkerEvent::Barrier(_)) {
             return None;
         }
         match ev {
             WorkerEvent::State(_) | WorkerEvent::ScanCancelled => {}
+            // Every earlier event has been handled (reported) by now.
+            WorkerEvent::Barrier(b) => b.release(),
             WorkerEvent::Qr { png, refresh, .. } => {
                 (self.ipc)(WorkerMessage::Qr { refresh });
                 if self.control.can_upload() {
@@ -196,6 +198,23 @@ impl Bridge {
             }
             WorkerEvent::QrExpired { refresh } => {
                 self.qr_status(QrStatus::Expired, refresh, None).await
+            }
+            WorkerEvent::ResumeStep { step, ok, detail } => {
+                let status = if ok {
+                    QrStatus::Confirmed
+                } else {
+                    QrStatus::Failed
+                };
+                self.qr_status(status, 0, Some(format!("resume {step}: {detail}")))
+                    .await;
+            }
+            WorkerEvent::PushLogin { .. } => {
+                self.qr_status(
+                    QrStatus::Scanned,
+                    0,
+                    Some("push login sent to the phone".into()),
+                )
+                .await;
             }
             WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, 0, None).await,
             WorkerEvent::Online { account, contacts } => self.online(account, contacts).await,

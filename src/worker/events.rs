@@ -20,7 +20,7 @@ pub struct Account {
     pub head_img_url: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum WorkerEvent {
     State(SessionState),
     /// A QR code to show / upload. `png` is the rendered image.
@@ -32,6 +32,16 @@ pub enum WorkerEvent {
     },
     QrExpired {
         refresh: u32,
+    },
+    /// A saved session is being resumed; one step's outcome (`webwxinit`, `push_login`, `qr`).
+    ResumeStep {
+        step: &'static str,
+        ok: bool,
+        detail: String,
+    },
+    /// A push login waits for the phone's confirmation.
+    PushLogin {
+        uuid: String,
     },
     Scanned,
     ScanCancelled,
@@ -59,6 +69,9 @@ pub enum WorkerEvent {
     },
     /// The contact book was reloaded after a re-init.
     ContactsReloaded(Arc<ContactBook>),
+    /// Everything emitted before this is safe with the owner (spooled, printed) once the
+    /// owner answers; the driver waits for it before moving the SyncKey past those events.
+    Barrier(Barrier),
     Ended(Outcome),
 }
 
@@ -259,5 +272,15 @@ mod tests {
             compose_mentions("none", &[], MentionStyle::Placeholder),
             "none"
         );
+    }
+}
+
+/// The answer channel of [`WorkerEvent::Barrier`]; dropping it counts as "not safe".
+#[derive(Debug)]
+pub struct Barrier(pub tokio::sync::oneshot::Sender<()>);
+
+impl Barrier {
+    pub fn release(self) {
+        let _ = self.0.send(());
     }
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod foreground;
 pub mod ipc;
 pub mod ops;
+pub mod persist;
 pub mod qr;
 pub mod reports;
 pub mod state;
