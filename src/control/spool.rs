@@ -350,14 +350,12 @@ impl Spool {
             for item in scan.items {
                 match item {
                     Scanned::Entry(seq, slot) => segment.push(seq, slot),
-                    Scanned::Ack(seq) => {
-                        cursor = cursor.max(seq);
-                        for s in segments.iter_mut() {
-                            s.drop_through(cursor);
-                        }
-                        segment.drop_through(cursor);
-                    }
+                    Scanned::Ack(seq) => cursor = cursor.max(seq),
                 }
+            }
+            // Pruned per segment, so memory holds the pending entries plus one segment's.
+            for s in segments.iter_mut().chain(std::iter::once(&mut segment)) {
+                s.drop_through(cursor);
             }
             if let Some(bad) = scan.bad {
                 if !is_last {
@@ -466,17 +464,18 @@ impl Spool {
             recovery,
         };
         spool.compact();
-        if spool.pending == 0 && spool.active_len >= SEGMENT_TARGET {
-            spool.rotate()?;
-            spool.compact();
+        spool.rotate_if_idle();
+        if spool.pending > 0 {
+            tracing::info!(
+                dir = %spool.dir.display(),
+                pending = spool.pending,
+                bytes = spool.pending_bytes,
+                next_seq = spool.next_seq,
+                "spool holds reports from an earlier run; they will be delivered first"
+            );
+        } else {
+            tracing::debug!(dir = %spool.dir.display(), next_seq = spool.next_seq, "spool opened");
         }
-        tracing::debug!(
-            dir = %spool.dir.display(),
-            pending = spool.pending,
-            next_seq = spool.next_seq,
-            segments = spool.segments.len(),
-            "spool opened"
-        );
         Ok(spool)
     }
 
@@ -595,13 +594,7 @@ impl Spool {
         self.pending_bytes -= u64::from(slot.len);
         self.acked_total += 1;
         self.compact();
-        if self.pending == 0 && self.active_len >= SEGMENT_TARGET {
-            // Best effort: the ack itself is durable; a failed rotation is retried next time.
-            if let Err(e) = self.rotate() {
-                tracing::warn!(error = %e, "cannot start a new spool segment; keeping the current one");
-            }
-            self.compact();
-        }
+        self.rotate_if_idle();
         Ok(())
     }
 
@@ -769,6 +762,20 @@ impl Spool {
         self.active = file;
         self.active_len = len;
         Ok(())
+    }
+
+    /// With nothing pending, a full active segment is replaced by an empty one so the old one
+    /// can go. Best effort: a failed rotation is tried again after the next ack.
+    fn rotate_if_idle(&mut self) {
+        if self.pending > 0 || self.active_len < SEGMENT_TARGET || self.broken {
+            return;
+        }
+        match self.rotate() {
+            Ok(()) => self.compact(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a new spool segment; keeping the current one")
+            }
+        }
     }
 
     /// After a write that could not be undone the active segment's end is unknown: nothing
