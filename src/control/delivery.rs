@@ -236,7 +236,17 @@ impl Delivery {
                 }
             };
             let id = event_id.clone();
-            match self.with_spool(move |s| s.ack(&id)).await {
+            let shared = self.shared.clone();
+            let acked = self.with_spool(move |s| {
+                s.ack(&id)?;
+                // Counted under the spool lock, so whoever sees the spool empty (`drained`)
+                // also sees the count.
+                let mut stats = lock(&shared.stats);
+                stats.delivered += 1;
+                stats.consecutive_failures = 0;
+                Ok(())
+            });
+            match acked.await {
                 None => return,
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
@@ -257,11 +267,6 @@ impl Delivery {
             }
             fast.reset();
             slow.reset();
-            {
-                let mut stats = lock(&self.shared.stats);
-                stats.delivered += 1;
-                stats.consecutive_failures = 0;
-            }
             self.shared.progress.notify_waiters();
             tracing::debug!(event_id, action, "report delivered");
             if !ack.is_ok() {
