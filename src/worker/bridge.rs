@@ -5,6 +5,7 @@
 
 use super::events::{Account, AccountOp, MentionStyle, OpResult, WorkerCommand, WorkerEvent};
 use super::ipc::WorkerMessage;
+use super::pacing::{DailyKind, Pacer};
 use super::reports::{self, Ids};
 use super::state::{LogoutReason, Outcome};
 use crate::control::envelope::{Ack, ExitFlags, RawTask, action};
@@ -34,6 +35,8 @@ pub struct BridgeSettings {
     pub poll_interval: Duration,
     /// How long contact changes are batched before one `report_contact_update`.
     pub contact_batch: Duration,
+    /// The account's send pacing (shared with the driver, which notes rate limiting).
+    pub pacer: Arc<Pacer>,
 }
 
 /// What the control plane said about ending, once the session is over.
@@ -408,6 +411,7 @@ impl Bridge {
                 ipc: self.ipc.clone(),
                 wxid: account.wxid.clone(),
                 user_name: account.user_name.clone(),
+                pacer: self.settings.pacer.clone(),
                 flag_report_contact: ack.flag_report_contact,
             };
             tokio::spawn(exec.run(rx, stop_tasks.clone()));
@@ -540,6 +544,7 @@ struct Executor {
     wxid: String,
     user_name: String,
     flag_report_contact: u32,
+    pacer: Arc<Pacer>,
 }
 
 impl Executor {
@@ -582,6 +587,17 @@ impl Executor {
 
     /// Runs one task. `Ok(None)` means someone else reports the result.
     async fn execute(&self, task: Task, task_id: Option<&str>) -> Result<Option<()>, String> {
+        // The strictly limited operations count against the daily caps (spec §8).
+        let daily = match &task {
+            Task::AddRoomMemberAsFriend { .. } | Task::AcceptFriendRequest { .. } => {
+                Some(DailyKind::FriendAdd)
+            }
+            Task::CreateRoom { .. } => Some(DailyKind::GroupCreate),
+            _ => None,
+        };
+        if let Some(kind) = daily {
+            self.pacer.take_daily(kind).map_err(|e| e.to_string())?;
+        }
         match task {
             Task::SendMessages {
                 to,
@@ -811,6 +827,7 @@ impl Executor {
         mentions: Vec<String>,
         style: MentionStyle,
     ) -> Result<(), String> {
+        self.pacer.acquire().await.map_err(|e| e.to_string())?;
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(WorkerCommand::SendText {

@@ -5,6 +5,7 @@
 use super::events::{
     Account, Barrier, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
 };
+use super::pacing::{Pacer, is_rate_limit_notice};
 use super::persist;
 use super::qr;
 use super::state::{LogoutReason, Outcome, SessionState};
@@ -25,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// What the owner wants from this session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionSpec {
     pub session_id: String,
     /// On shutdown, log the account out (foreground Ctrl-C) or keep it for a resume (drain).
     pub logout_on_shutdown: bool,
+    /// Send pacing shared with whoever issues sends (the task executor, the console).
+    pub pacer: Arc<Pacer>,
 }
 
 /// Runs one session to its end.
@@ -458,7 +461,7 @@ impl Session<'_> {
                     tokio::select! {
                         step = &mut fut => break step,
                         Some(cmd) = self.commands.recv() => {
-                            if let Some(outcome) = Self::command(&self.client, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
+                            if let Some(outcome) = Self::command(&self.client, &self.spec.pacer, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
                                 // Logout and refusal both sent webwxlogout.
                                 self.logged_out_remote = true;
                                 return outcome;
@@ -511,6 +514,7 @@ impl Session<'_> {
     /// Serves one command. Returns an outcome when the command ends the session.
     async fn command(
         client: &WebClient,
+        pacer: &Pacer,
         mut book: Option<&mut ContactBook>,
         events: &mpsc::Sender<WorkerEvent>,
         recent: &mut RecentIds,
@@ -522,6 +526,7 @@ impl Session<'_> {
                     Some(b) => super::ops::perform(client, b, op).await,
                     None => Err("not logged in yet".into()),
                 };
+                let result = result.map_err(|e| note_rate_limit(pacer, e));
                 let _ = reply.send(result);
                 None
             }
@@ -533,7 +538,11 @@ impl Session<'_> {
                 reply,
             } => {
                 let book = book.as_deref();
-                let sent = match resolve_target(client, book, &to) {
+                let target = match book {
+                    Some(b) => super::ops::resolve(client, b, &to),
+                    None => Err("not logged in yet".to_owned()),
+                };
+                let sent = match target {
                     Ok(user_name) => {
                         let content =
                             with_mentions(client, book, &user_name, &text, &mentions, style);
@@ -541,7 +550,7 @@ impl Session<'_> {
                             .send_text(&user_name, &content)
                             .await
                             .map(|s| (user_name, content, s))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| note_rate_limit(pacer, e.to_string()))
                     }
                     Err(e) => Err(e),
                 };
@@ -637,6 +646,15 @@ impl Session<'_> {
                 continue;
             }
             let message = parse_message(raw, &book);
+            if let MessageKind::System { text } = &message.kind
+                && is_rate_limit_notice(text)
+            {
+                let pause = self.spec.pacer.rate_limited();
+                tracing::warn!(
+                    pause_s = pause.as_secs(),
+                    "the server says we send too often; pausing sends"
+                );
+            }
             let line = message.one_line(&book);
             if let Chat::Group { .. } = message.chat {
                 tracing::trace!(msg_id = %message.msg_id, "group message");
@@ -741,6 +759,19 @@ fn group_sender(content: &str) -> Option<&str> {
     sender.starts_with('@').then_some(sender)
 }
 
+/// A send answered Ret 1205 pauses every send of the account (spec §8).
+fn note_rate_limit(pacer: &Pacer, e: String) -> String {
+    if e.contains("Ret 1205") {
+        let pause = pacer.rate_limited();
+        format!(
+            "{e} (rate limited: sending paused for {} s)",
+            pause.as_secs()
+        )
+    } else {
+        e
+    }
+}
+
 /// The typed message for a text this client sent, as the server would echo it.
 fn sent_message(client: &WebClient, to: &str, content: &str, msg_id: &str) -> Message {
     let me = client.self_user_name();
@@ -812,32 +843,6 @@ fn with_mentions(
         })
         .collect();
     compose_mentions(text, &names, style)
-}
-
-/// Turns a send target into a UserName: a UserName as is, the own wxid, `filehelper`, or a
-/// unique remark / nickname / alias.
-fn resolve_target(
-    client: &WebClient,
-    book: Option<&ContactBook>,
-    to: &str,
-) -> Result<String, String> {
-    if to.starts_with('@') || to == "filehelper" {
-        return Ok(to.to_owned());
-    }
-    if to == client.uin() {
-        return Ok(client.self_user_name());
-    }
-    let Some(book) = book else {
-        return Err("not logged in yet".into());
-    };
-    match book.find_by_name(to).as_slice() {
-        [one] => Ok(one.user_name.clone()),
-        [] => Err(format!("no contact named {to:?}")),
-        many => Err(format!(
-            "{} contacts are named {to:?}; use the UserName",
-            many.len()
-        )),
-    }
 }
 
 /// The last N message ids, to drop re-deliveries (the server re-sends after a stale key).

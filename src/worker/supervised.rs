@@ -8,6 +8,7 @@ use super::bridge::{Bridge, BridgeSettings, Ipc};
 use super::driver::{self, SessionSpec};
 use super::events::{WorkerCommand, WorkerEvent};
 use super::ipc::WorkerMessage;
+use super::pacing::Pacer;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::config::Config;
 use crate::control::ControlClient;
@@ -100,9 +101,11 @@ async fn one_login(
     let (bridge_tx, bridge_rx) = mpsc::channel(1024);
     // The driver stops on its own token: on shutdown we first ask the control plane.
     let driver_stop = CancellationToken::new();
+    let pacer = Arc::new(Pacer::new(&config.pacing));
     let spec = SessionSpec {
         session_id: session_id.to_owned(),
         logout_on_shutdown: false,
+        pacer: pacer.clone(),
     };
     let driver = {
         let config = config.clone();
@@ -114,6 +117,7 @@ async fn one_login(
         machine_id: machine_id.to_owned(),
         poll_interval: config.control.poll_interval,
         contact_batch: Duration::from_secs(10),
+        pacer,
     };
     let bridge_cancel = CancellationToken::new();
     let bridge = Bridge::new(
