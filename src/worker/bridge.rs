@@ -58,6 +58,8 @@ pub struct Bridge {
     ipc: Ipc,
     logged_in: Option<LoggedIn>,
     refused: bool,
+    /// QR codes shown so far (for `qr_count`).
+    qr_count: u32,
     book: Option<Arc<ContactBook>>,
     updates: Vec<ContactUpdateEntry>,
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
@@ -84,6 +86,7 @@ impl Bridge {
             ipc,
             logged_in: None,
             refused: false,
+            qr_count: 0,
             book: None,
             updates: Vec::new(),
             tasks,
@@ -176,6 +179,7 @@ impl Bridge {
             // Every earlier event has been handled (reported) by now.
             WorkerEvent::Barrier(b) => b.release(),
             WorkerEvent::Qr { png, refresh, .. } => {
+                self.qr_count = refresh;
                 (self.ipc)(WorkerMessage::Qr { refresh });
                 if self.control.can_upload() {
                     let policy = RetryPolicy::until(Duration::from_secs(30));
@@ -219,7 +223,7 @@ impl Bridge {
                 )
                 .await;
             }
-            WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, 0, None).await,
+            WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, self.qr_count, None).await,
             WorkerEvent::Online { account, contacts } => self.online(account, contacts).await,
             WorkerEvent::Message { message, .. } => {
                 let Some(l) = &self.logged_in else {
@@ -352,11 +356,12 @@ impl Bridge {
     }
 
     async fn online(&mut self, account: Account, contacts: Arc<ContactBook>) {
-        self.qr_status(QrStatus::Confirmed, 0, None).await;
+        self.qr_status(QrStatus::Confirmed, self.qr_count, None)
+            .await;
         let data = LoginData {
             nickname: account.nickname.clone(),
             wx_alias: account.alias.clone(),
-            head_img: account.head_img_url.clone(),
+            head_img: reports::head_img(&account.head_img_url),
             client_version: env!("CARGO_PKG_VERSION").to_owned(),
             nonce: new_nonce(),
             local_ip: String::new(),
@@ -446,6 +451,15 @@ impl Bridge {
             Outcome::Abandoned { qr_count } => {
                 self.qr_status(QrStatus::Abandoned, *qr_count, Some(outcome.to_string()))
                     .await;
+                return None;
+            }
+            Outcome::Stopped => {
+                self.qr_status(
+                    QrStatus::Failed,
+                    0,
+                    Some("stopped before login (the agent is shutting down)".into()),
+                )
+                .await;
                 return None;
             }
             Outcome::LoginFailed { detail } => {
@@ -681,7 +695,7 @@ impl Executor {
                             } else {
                                 ids.of(&g.owner_user_name)
                             },
-                            head_img: g.head_img_url.clone(),
+                            head_img: reports::head_img(&g.head_img_url),
                             member_count: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
                             member_info_list: g
                                 .members

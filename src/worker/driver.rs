@@ -304,11 +304,7 @@ impl Session<'_> {
         let redirect_uri = match end {
             Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
             Ok(LoginEnd::Abandoned { qr_count }) => return Err(Outcome::Abandoned { qr_count }),
-            Ok(LoginEnd::Cancelled) => {
-                return Err(Outcome::LoginFailed {
-                    detail: "stopped before login".into(),
-                });
-            }
+            Ok(LoginEnd::Cancelled) => return Err(Outcome::Stopped),
             Err(e) => {
                 return Err(Outcome::LoginFailed {
                     detail: e.to_string(),
@@ -379,7 +375,7 @@ impl Session<'_> {
         loop {
             let r = tokio::select! {
                 r = f(&self.client) => r,
-                () = self.shutdown.cancelled() => return Err(Outcome::LoginFailed { detail: format!("stopped during {what}") }),
+                () = self.shutdown.cancelled() => return Err(Outcome::Stopped),
             };
             match r {
                 Ok(v) => return Ok(v),
@@ -401,7 +397,7 @@ impl Session<'_> {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => return Err(Outcome::LoginFailed { detail: format!("stopped during {what}") }),
+                        () = self.shutdown.cancelled() => return Err(Outcome::Stopped),
                     }
                 }
             }
