@@ -54,6 +54,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub wechat: WechatConfig,
     pub qr: QrConfig,
+    pub spool: SpoolConfig,
     pub media: MediaConfig,
     pub pacing: PacingConfig,
 }
@@ -112,6 +113,15 @@ pub struct QrConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// `[spool] max_bytes`; default 268435456 (256 MiB): bytes of not-yet-acknowledged reports
+    /// per session. At least 64 KiB.
+    pub max_bytes: u64,
+    /// `[spool] max_events`; default 1 000 000: not-yet-acknowledged reports per session.
+    pub max_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaConfig {
     /// `[media] allow_private_urls`; default false: task URLs on loopback/private addresses are refused.
     pub allow_private_urls: bool,
@@ -164,6 +174,8 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("wechat", "network_give_up"),
     ("qr", "max_refreshes"),
     ("qr", "max_wait"),
+    ("spool", "max_bytes"),
+    ("spool", "max_events"),
     ("media", "allow_private_urls"),
     ("media", "max_download_bytes"),
     ("media", "fetch_timeout"),
@@ -174,7 +186,9 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
 ];
 
 /// The sections of [`KNOWN_KEYS`], in file order.
-pub const KNOWN_SECTIONS: &[&str] = &["agent", "control", "wechat", "qr", "media", "pacing"];
+pub const KNOWN_SECTIONS: &[&str] = &[
+    "agent", "control", "wechat", "qr", "spool", "media", "pacing",
+];
 
 const DEFAULT_MAX_SESSIONS: usize = 100;
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7878";
@@ -186,6 +200,10 @@ const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
 const DEFAULT_NETWORK_GIVE_UP: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MAX_REFRESHES: u32 = 5;
 const DEFAULT_QR_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
+/// A spool smaller than this could not hold one large report.
+const SPOOL_MIN_BYTES: u64 = 64 * 1024;
 const DEFAULT_MESSAGES_PER_SECOND: f64 = 1.0;
 const DEFAULT_BURST: u32 = 3;
 const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 25 * 1024 * 1024;
@@ -405,6 +423,10 @@ impl Config {
                 max_refreshes: DEFAULT_MAX_REFRESHES,
                 max_wait: DEFAULT_QR_MAX_WAIT,
             },
+            spool: SpoolConfig {
+                max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+                max_events: DEFAULT_SPOOL_MAX_EVENTS,
+            },
             media: MediaConfig {
                 allow_private_urls: false,
                 max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -484,6 +506,13 @@ impl Config {
             vec![
                 ("max_refreshes", self.qr.max_refreshes.to_string()),
                 ("max_wait", duration_text(self.qr.max_wait)),
+            ],
+        );
+        section(
+            "spool",
+            vec![
+                ("max_bytes", self.spool.max_bytes.to_string()),
+                ("max_events", self.spool.max_events.to_string()),
             ],
         );
         section(
@@ -712,6 +741,11 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
         .set(&mut qr.max_refreshes);
     r.take("qr", "max_wait", duration(Floor::AboveZero))
         .set(&mut qr.max_wait);
+
+    r.take("spool", "max_bytes", spool_bytes)
+        .set(&mut config.spool.max_bytes);
+    r.take("spool", "max_events", count)
+        .map_set(&mut config.spool.max_events, u64::from);
 
     let media = &mut config.media;
     r.take("media", "allow_private_urls", boolean)
@@ -988,6 +1022,16 @@ fn byte_count(value: &Value) -> Result<u64, String> {
     }
 }
 
+/// `[spool] max_bytes`: a [`byte_count`] large enough for one large report.
+fn spool_bytes(value: &Value) -> Result<u64, String> {
+    match byte_count(value)? {
+        n if n < SPOOL_MIN_BYTES => Err(format!(
+            "must be at least {SPOOL_MIN_BYTES} (64 KiB), got {n}"
+        )),
+        n => Ok(n),
+    }
+}
+
 /// A rate: a finite number above 0 (integers accepted: `messages_per_second = 2`).
 fn rate(value: &Value) -> Result<f64, String> {
     let x = match value {
@@ -1191,6 +1235,8 @@ mod tests {
         assert_eq!(c.wechat.network_give_up, Duration::from_secs(600));
         assert_eq!(c.qr.max_refreshes, 5);
         assert_eq!(c.qr.max_wait, Duration::from_secs(600));
+        assert_eq!(c.spool.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.spool.max_events, 1_000_000);
         assert!(!c.media.allow_private_urls);
         assert_eq!(c.media.max_download_bytes, 25 * 1024 * 1024);
         assert_eq!(c.media.fetch_timeout, Duration::from_secs(30));
@@ -1295,6 +1341,29 @@ mod tests {
         assert_eq!(
             problem("[control]\npoll_interval = \"fast\"\n"),
             r#"/etc/wxagent.toml: [control] poll_interval: expected a duration such as "5s" or "2m", got "fast""#
+        );
+    }
+
+    #[test]
+    fn spool_limits_take_bytes_and_counts() {
+        assert_eq!(valid("").spool, Config::defaults().spool);
+        let c = valid("[spool]\nmax_bytes = 67108864\nmax_events = 5000\n");
+        assert_eq!(c.spool.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.spool.max_events, 5000);
+        assert_eq!(
+            problem("[spool]\nmax_bytes = 1000\n"),
+            "/etc/wxagent.toml: [spool] max_bytes: must be at least 65536 (64 KiB), got 1000"
+        );
+        for bad in ["-1", "0", "\"256 MiB\"", "1.5"] {
+            let p = problem(&format!("[spool]\nmax_bytes = {bad}\n"));
+            assert!(p.contains("[spool] max_bytes: "), "{p}");
+        }
+        let p = problem("[spool]\nmax_events = 0\n");
+        assert!(p.contains("[spool] max_events: must be at least 1"), "{p}");
+        assert!(
+            Config::defaults()
+                .summary()
+                .contains("[spool]\nmax_bytes = 268435456\nmax_events = 1000000\n")
         );
     }
 
@@ -1654,7 +1723,7 @@ mod tests {
         assert_eq!(
             p,
             format!(
-                "{ORIGIN}: [zebra]: unknown section; known sections: agent, control, wechat, qr, media, pacing"
+                "{ORIGIN}: [zebra]: unknown section; known sections: agent, control, wechat, qr, spool, media, pacing"
             )
         );
         let p = problem("[control]\npoll_intervall = \"5s\"\n");

@@ -8,6 +8,7 @@ use super::ipc::WorkerMessage;
 use super::pacing::{DailyKind, Pacer};
 use super::reports::{self, Ids};
 use super::state::{LogoutReason, Outcome};
+use crate::control::delivery::DeliveryHandle;
 use crate::control::envelope::{Ack, ExitFlags, RawTask, action};
 use crate::control::reports::{
     ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, MemberChange,
@@ -17,8 +18,9 @@ use crate::control::reports::{
 use crate::control::reports::{RoomData, RoomMemberInfo, UserInfoReport};
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
+use crate::control::spool::Spool;
 use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
-use crate::control::{ControlClient, ControlError, PostOptions};
+use crate::control::{ControlClient, ControlError};
 use crate::wechat::contact::{ContactBook, ContactKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,14 @@ pub struct BridgeSettings {
     pub pacer: Arc<Pacer>,
 }
 
+/// The durable side of reporting: every report is appended to the session's spool before it is
+/// sent; the delivery task sends the spool in order until the control plane acknowledges each.
+pub struct Outbox {
+    pub spool: Arc<std::sync::Mutex<Spool>>,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub delivery: Arc<DeliveryHandle>,
+}
+
 /// What the control plane said about ending, once the session is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BridgeEnd {
@@ -53,6 +63,9 @@ struct LoggedIn {
 
 pub struct Bridge {
     control: ControlClient,
+    outbox: Outbox,
+    /// A report could not be spooled since the last barrier: the driver must not move past it.
+    unspooled: std::sync::atomic::AtomicBool,
     settings: BridgeSettings,
     commands: mpsc::Sender<WorkerCommand>,
     ipc: Ipc,
@@ -73,6 +86,7 @@ const REPORT_RETRY: Duration = Duration::from_secs(120);
 impl Bridge {
     pub fn new(
         control: ControlClient,
+        outbox: Outbox,
         settings: BridgeSettings,
         commands: mpsc::Sender<WorkerCommand>,
         ipc: Ipc,
@@ -81,6 +95,8 @@ impl Bridge {
         let (tasks, tasks_rx) = mpsc::channel(256);
         Bridge {
             control,
+            outbox,
+            unspooled: std::sync::atomic::AtomicBool::new(false),
             settings,
             commands,
             ipc,
@@ -103,7 +119,13 @@ impl Bridge {
     }
 
     /// Consumes the session's events until it ends.
-    pub async fn run(mut self, mut events: mpsc::Receiver<WorkerEvent>) -> BridgeEnd {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<WorkerEvent>,
+        acks: Arc<tokio::sync::Mutex<mpsc::Receiver<Ack>>>,
+    ) -> BridgeEnd {
+        // The delivery task outlives one login; this login takes its acks while it runs.
+        let mut acks = acks.lock().await;
         let mut flush = tokio::time::interval(self.settings.contact_batch);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut end = BridgeEnd::default();
@@ -116,6 +138,12 @@ impl Bridge {
                     }
                 }
                 _ = flush.tick() => self.flush_updates().await,
+                Some(ack) = acks.recv() => {
+                    // Reply tasks of delivered reports run without a result (spec A.5).
+                    for t in ack.reply_tasks() {
+                        let _ = self.tasks.send((None, t)).await;
+                    }
+                }
             }
         }
         if let Some(l) = self.logged_in.take() {
@@ -128,32 +156,31 @@ impl Bridge {
         self.post(R::ACTION, wxid, r.to_data()).await
     }
 
-    /// One report, retried on transient failure; its reply tasks are queued for execution.
+    /// One report: appended durably to the spool (delivery sends it). A report that cannot be
+    /// spooled (the spool is full) is logged and blocks the next barrier, so the SyncKey does not
+    /// move past it.
     async fn post(&self, act: &str, wxid: &str, data: serde_json::Value) -> Option<Ack> {
-        let policy = RetryPolicy::until(REPORT_RETRY);
-        match self
-            .control
-            .post_with_retry(
-                act,
-                wxid,
-                data,
-                PostOptions::default(),
-                &policy,
-                &self.cancel,
-            )
-            .await
-        {
-            Ok(ack) => {
-                for t in ack.reply_tasks() {
-                    let _ = self.tasks.send((None, t)).await;
-                }
-                Some(ack)
+        let spool = self.outbox.spool.clone();
+        let (a, w) = (act.to_owned(), wxid.to_owned());
+        let r = tokio::task::spawn_blocking(move || {
+            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
+            g.append(&a, &w, &data).map(|_| ())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => self.outbox.wake.notify_one(),
+            Ok(Err(e)) => {
+                tracing::error!(action = act, error = %e, "report not spooled");
+                self.unspooled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             Err(e) => {
-                tracing::error!(action = act, error = %e, "report not delivered");
-                None
+                tracing::error!(action = act, error = %e, "spool task failed");
+                self.unspooled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
+        None
     }
 
     async fn qr_status(&self, status: QrStatus, qr_count: u32, reason: Option<String>) {
@@ -177,7 +204,17 @@ impl Bridge {
         match ev {
             WorkerEvent::State(_) | WorkerEvent::ScanCancelled => {}
             // Every earlier event has been handled (reported) by now.
-            WorkerEvent::Barrier(b) => b.release(),
+            WorkerEvent::Barrier(b) => {
+                if self
+                    .unspooled
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    // Dropping the barrier tells the driver these events are not safe.
+                    drop(b);
+                } else {
+                    b.release();
+                }
+            }
             WorkerEvent::Qr { png, refresh, .. } => {
                 self.qr_count = refresh;
                 (self.ipc)(WorkerMessage::Qr { refresh });
@@ -358,6 +395,11 @@ impl Bridge {
     async fn online(&mut self, account: Account, contacts: Arc<ContactBook>) {
         self.qr_status(QrStatus::Confirmed, self.qr_count, None)
             .await;
+        // `login` is sent directly (its answer decides everything); what was spooled before it
+        // goes first, so the control plane sees the session's reports in order.
+        if !self.outbox.delivery.drained(Duration::from_secs(10)).await {
+            tracing::warn!("QR status reports still pending; logging in anyway");
+        }
         let data = LoginData {
             nickname: account.nickname.clone(),
             wx_alias: account.alias.clone(),
@@ -502,6 +544,12 @@ impl Bridge {
         };
         if let Some(l) = &self.logged_in {
             l.stop_tasks.cancel();
+        }
+        // Everything reported before the logout goes first (order per session).
+        if !self.outbox.delivery.drained(Duration::from_secs(15)).await {
+            tracing::warn!(
+                "reports still pending in the spool at logout; they go out on the next start"
+            );
         }
         match self.control.logout(&wxid, &data).await {
             Ok(flags) => Some(flags),

@@ -475,7 +475,15 @@ impl Session<'_> {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     self.emit(WorkerEvent::Barrier(Barrier(tx))).await;
                     if rx.await.is_err() {
-                        tracing::warn!("events were not confirmed safe; keeping the old sync key");
+                        // Not spooled (the spool is full): keep the key so nothing is skipped,
+                        // and do not spin on the same batch.
+                        tracing::warn!(
+                            "events were not confirmed safe; keeping the old sync key and retrying in 5 s"
+                        );
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            () = self.shutdown.cancelled() => {}
+                        }
                         continue;
                     }
                     self.client.commit_sync_keys(keys);
