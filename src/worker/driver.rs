@@ -448,7 +448,10 @@ impl Session<'_> {
     }
 
     async fn sync_until_end(&mut self) -> Outcome {
-        let mut sync = SyncLoop::new(SyncSettings::new(self.config.wechat.network_give_up));
+        let mut sync = SyncLoop::new(SyncSettings::new(
+            self.config.wechat.network_give_up,
+            self.config.wechat.deaf_after,
+        ));
         loop {
             let step = {
                 let fut = sync.next(&self.client, &self.shutdown);
