@@ -6,6 +6,7 @@ pub mod driver;
 pub mod events;
 pub mod foreground;
 pub mod ipc;
+pub mod media;
 pub mod qr;
 pub mod reports;
 pub mod state;
