@@ -7,6 +7,8 @@
 //! - [`config`]: TOML file → raw table → validated [`config::Config`], every error collected.
 //! - [`control`]: the control-plane client (WeHub callback protocol: envelopes, tasks, reports,
 //!   signing, uploads).
+//! - [`demo`]: `wxagent demo`: simulator, reference control plane, supervisor and a worker on
+//!   loopback, walked through login, messages and logout with narration.
 //! - [`exit`]: the documented exit codes shared by worker and supervisor.
 //! - [`logging`]: tracing set-up.
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
@@ -20,6 +22,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod exit;
 pub mod logging;
 pub mod shutdown;

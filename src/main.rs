@@ -11,6 +11,14 @@ use wxagent::{config, logging, shutdown, sim, supervisor, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Demo))
+        && cli.global.verbose == 0
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // The demo narrates on stdout; only problems belong on stderr.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
     if matches!(cli.command, Some(Command::Worker(_))) {
         logging::init_child(cli.global.verbose);
     } else {
@@ -124,13 +132,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(supervisor::admin::fetch_status(config.agent.admin_listen))?;
+            let listen = supervisor::admin::resolve_listen(
+                config.agent.admin_listen,
+                &config.agent.state_dir,
+            )?;
+            let report = rt.block_on(supervisor::admin::fetch_status(listen))?;
             print!("{}", supervisor::admin::render_table(&report));
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Demo) => {
-            eprintln!("wxagent: error: `wxagent demo` is not available in this build yet");
-            Ok(WorkerExit::Usage.into())
+            wxagent::demo::run(wxagent::demo::DemoOptions::new(std::env::current_exe()?))
         }
         None => {
             eprintln!("wxagent: nothing to do; see `wxagent --help`");

@@ -283,6 +283,16 @@ fn kick_ends_the_session_with_a_typed_reason_and_exit_code() {
     for (retcode, code, word) in [(1101, 10, "phone"), (1102, 11, "1102"), (1100, 10, "phone")] {
         let sim = Sim::start();
         let (uin, _cfg, mut w) = online(&sim, "");
+        // Kick while the worker waits in synccheck (where 1102 shows; JSON calls say 1101).
+        w.out
+            .wait_for("the login status notify", |l| l.contains("status notify"));
+        wait_until("the worker's synccheck to be held", || {
+            (sim.get("/__sim/stats")["open_long_polls"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1)
+                .then_some(())
+        });
         sim.post(
             &format!("/__sim/sessions/{uin}/kick"),
             json!({"retcode": retcode}),

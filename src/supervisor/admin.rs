@@ -67,6 +67,32 @@ async fn status(State(st): State<AdminState>) -> Json<StatusReport> {
     })
 }
 
+/// Where the supervisor records the admin API's bound address.
+pub fn addr_file(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("admin.addr")
+}
+
+/// The address to reach the running supervisor's admin API: the configured one, or, when it
+/// asked for port 0, the one the supervisor recorded in the state directory.
+pub fn resolve_listen(
+    listen: SocketAddr,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<SocketAddr> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let path = addr_file(state_dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "admin_listen uses port 0 and {} is unreadable ({e}); is `wxagent run` running?",
+            path.display()
+        )
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: not an address ({e})", path.display()))
+}
+
 /// `wxagent status`: fetches `/status` from the local supervisor and renders a table.
 pub async fn fetch_status(listen: SocketAddr) -> anyhow::Result<StatusReport> {
     let url = format!("http://{listen}/status");

@@ -44,7 +44,12 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
-    tracing::info!(%addr, machine_id, max_sessions = config.agent.max_sessions, "supervisor started; admin API listening");
+    tracing::info!(%addr, machine_id, max_sessions = config.agent.max_sessions, "supervisor started; admin API listening"); // `wxagent status` finds the API here when `admin_listen` asked for port 0.
+    if let Err(e) = crate::worker::persist::ensure_dir(&config.agent.state_dir)
+        .and_then(|()| std::fs::write(admin::addr_file(&config.agent.state_dir), addr.to_string()))
+    {
+        tracing::warn!(error = %e, "could not record the admin API address");
+    }
 
     let mut sup = Supervisor {
         config: &config,
@@ -56,6 +61,13 @@ pub async fn run(
         root_stop: shutdown.child_token(),
     };
     let (child_tx, mut child_rx) = mpsc::channel::<ChildEvent>(64);
+    // A restarted supervisor resumes every saved session (DESIGN §3.3) after stopping any
+    // worker a previous run left behind.
+    for id in saved_sessions(&config.agent.state_dir) {
+        stop_leftover(&config.agent.state_dir, &id).await;
+        tracing::info!(session = %id, "resuming a saved session");
+        sup.start(&id, None, &child_tx).await;
+    }
     let poll_every = config.control.poll_interval;
     let mut ticker = tokio::time::interval(if poll_every.is_zero() {
         Duration::from_secs(3600)
@@ -198,6 +210,74 @@ impl Supervisor<'_> {
             Err(e) => tracing::error!(error = %e, "a session task panicked"),
         }
     }
+}
+
+/// Session ids with a saved `session.json` under `state_dir/sessions/`.
+pub fn saved_sessions(state_dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("sessions")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("session.json").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| valid_session_id(id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Stops a worker of a previous supervisor run that is still alive for this session (its pid
+/// is in `worker.pid` and its command line is ours), so two workers never share a session.
+async fn stop_leftover(state_dir: &std::path::Path, id: &str) {
+    let pid_file = crate::worker::persist::session_dir(state_dir, id).join("worker.pid");
+    let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    if !is_our_worker(pid, id) {
+        let _ = std::fs::remove_file(&pid_file);
+        return;
+    }
+    tracing::warn!(
+        session = id,
+        pid,
+        "a worker from a previous run is still alive; stopping it"
+    );
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) on a pid we just identified as a wxagent worker for this session.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..100 {
+            if !is_our_worker(pid, id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if is_our_worker(pid, id) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+/// Whether `pid` is a live `wxagent worker --session <id>` (Linux: from /proc).
+fn is_our_worker(pid: i32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let has = |s: &str| args.contains(&s.as_bytes());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie is not alive.
+    let zombie = stat
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    !zombie && has("worker") && has("--session") && has(id)
 }
 
 /// Session ids become directory names and process arguments: keep them boring.

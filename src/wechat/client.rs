@@ -287,6 +287,59 @@ impl WebClient {
         })
     }
 
+    /// webwxpushloginurl (spec §3.20): asks the phone to confirm a login without a scan, using
+    /// the saved session's cookies. Returns the uuid to long-poll with [`Self::poll_login`].
+    pub async fn push_login(&self) -> Result<String, WechatError> {
+        const EP: &str = "webwxpushloginurl";
+        let uin = self.uin();
+        if uin.is_empty() {
+            return Err(WechatError::NotLoggedIn { endpoint: EP });
+        }
+        let mut url = self
+            .settings
+            .login
+            .join("cgi-bin/mmwebwx-bin/webwxpushloginurl")
+            .expect("static path joins");
+        url.query_pairs_mut().append_pair("uin", &uin);
+        if self.settings.desktop_mode {
+            url.query_pairs_mut().append_pair("mod", "desktop");
+        }
+        let text = self
+            .get_text(EP, url, self.settings.request_timeout)
+            .await?;
+        let v = parse_json(EP, &text)?;
+        // `ret` is a string on the wire; accept a number too.
+        let ret = v
+            .get("ret")
+            .and_then(json_i64)
+            .ok_or(WechatError::Missing {
+                endpoint: EP,
+                what: "ret",
+            })?;
+        if ret != 0 {
+            let message = v
+                .get("msg")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            return Err(WechatError::Ret {
+                endpoint: EP,
+                ret,
+                message,
+            });
+        }
+        v.get("uuid")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .ok_or(WechatError::Missing {
+                endpoint: EP,
+                what: "uuid",
+            })
+    }
+
     /// The text to encode in the QR code for `uuid`.
     pub fn qr_content(&self, uuid: &str) -> String {
         hosts::qr_content(&self.settings.login, uuid)
@@ -423,7 +476,7 @@ impl WebClient {
         {
             s.credentials.skey = sk.to_owned();
         }
-        if !(keep_sync_key && !s.sync_key.is_empty()) {
+        if !keep_sync_key || s.sync_key.is_empty() {
             s.sync_key = key;
             s.sync_check_key = SyncKey::default();
         }
@@ -691,6 +744,8 @@ pub struct PendingKeys {
 #[derive(Clone, Copy)]
 pub(crate) enum Host {
     Main,
+    // Uploads and file downloads (src/wechat/media.rs).
+    #[allow(dead_code)]
     File,
     Webpush,
 }

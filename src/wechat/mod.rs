@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod login;
 pub mod media;
 pub mod message;
+pub mod ops;
 pub mod parse;
 pub mod session;
 pub mod sync;

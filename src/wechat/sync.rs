@@ -37,7 +37,7 @@ pub enum SyncStep {
     /// New data. Make it durable, then call [`WebClient::commit_sync_keys`] with the keys.
     Data(SyncData, PendingKeys),
     /// The sync key was stuck; webwxinit gave a fresh one and these contacts.
-    Reinit(InitData),
+    Reinit(Box<InitData>),
     /// The session is over.
     LoggedOut(LogoutReason),
     /// The cancellation token fired.
@@ -167,7 +167,7 @@ impl SyncLoop {
                         self.empty_streak = 0;
                         self.stats.reinits += 1;
                         match client.init(false).await {
-                            Ok(init) => return SyncStep::Reinit(init),
+                            Ok(init) => return SyncStep::Reinit(Box::new(init)),
                             Err(e) => {
                                 if let Some(reason) = e.ret().and_then(LogoutReason::from_retcode) {
                                     return SyncStep::LoggedOut(reason);

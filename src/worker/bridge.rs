@@ -3,18 +3,20 @@
 //! messages as reports, tasks pulled for the account or handed back in acks, and `logout` with
 //! the reason. Tasks run on their own task so a slow send never stalls the event flow.
 
-use super::events::{Account, MentionStyle, WorkerCommand, WorkerEvent};
+use super::events::{Account, AccountOp, MentionStyle, OpResult, WorkerCommand, WorkerEvent};
 use super::ipc::WorkerMessage;
 use super::reports::{self, Ids};
 use super::state::{LogoutReason, Outcome};
 use crate::control::envelope::{Ack, ExitFlags, RawTask, action};
 use crate::control::reports::{
-    ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, NewFriend, NewMsg,
-    QrStatus, QrStatusReport, Report, RoomRemoved, UserUpdate,
+    ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, MemberChange,
+    NewFriend, NewMsg, NewRoom, QrStatus, QrStatusReport, Report, RoomMemberChange, RoomRemoved,
+    UserUpdate,
 };
+use crate::control::reports::{RoomData, RoomMemberInfo, UserInfoReport};
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
-use crate::control::tasks::{AtStyle, PushUnit, Task};
+use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
 use crate::control::{ControlClient, ControlError, PostOptions};
 use crate::wechat::contact::{ContactBook, ContactKind};
 use std::sync::Arc;
@@ -162,11 +164,14 @@ impl Bridge {
 
     /// Handles one event; returns the exit flags of a `logout` when it sent one.
     async fn event(&mut self, ev: WorkerEvent) -> Option<ExitFlags> {
-        if self.refused && !matches!(ev, WorkerEvent::Ended(_)) {
+        let added = matches!(ev, WorkerEvent::ContactAdded(_));
+        if self.refused && !matches!(ev, WorkerEvent::Ended(_) | WorkerEvent::Barrier(_)) {
             return None;
         }
         match ev {
             WorkerEvent::State(_) | WorkerEvent::ScanCancelled => {}
+            // Every earlier event has been handled (reported) by now.
+            WorkerEvent::Barrier(b) => b.release(),
             WorkerEvent::Qr { png, refresh, .. } => {
                 (self.ipc)(WorkerMessage::Qr { refresh });
                 if self.control.can_upload() {
@@ -194,6 +199,23 @@ impl Bridge {
             WorkerEvent::QrExpired { refresh } => {
                 self.qr_status(QrStatus::Expired, refresh, None).await
             }
+            WorkerEvent::ResumeStep { step, ok, detail } => {
+                let status = if ok {
+                    QrStatus::Confirmed
+                } else {
+                    QrStatus::Failed
+                };
+                self.qr_status(status, 0, Some(format!("resume {step}: {detail}")))
+                    .await;
+            }
+            WorkerEvent::PushLogin { .. } => {
+                self.qr_status(
+                    QrStatus::Scanned,
+                    0,
+                    Some("push login sent to the phone".into()),
+                )
+                .await;
+            }
             WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, 0, None).await,
             WorkerEvent::Online { account, contacts } => self.online(account, contacts).await,
             WorkerEvent::Message { message, .. } => {
@@ -219,6 +241,7 @@ impl Bridge {
                     wxid: &l.account.wxid,
                     user_name: &l.account.user_name,
                 };
+                let wxid = l.account.wxid.clone();
                 let entry = match c.kind {
                     ContactKind::Group => ContactUpdateEntry::Group(reports::group_info(&c, &ids)),
                     kind => ContactUpdateEntry::User(UserUpdate {
@@ -226,7 +249,75 @@ impl Bridge {
                         is_friend: kind == ContactKind::Friend,
                     }),
                 };
+                if added {
+                    match c.kind {
+                        ContactKind::Friend => {
+                            let u = reports::user_info(&c);
+                            let nf = NewFriend {
+                                fans_wxid: u.wxid,
+                                nickname: u.nickname,
+                                wx_alias: u.wx_alias,
+                                head_img: u.head_img,
+                                notice_word: String::new(),
+                                sourceusername: String::new(),
+                                sourcenickname: String::new(),
+                            };
+                            self.report(&wxid, &nf).await;
+                        }
+                        ContactKind::Group => {
+                            let g = reports::group_info(&c, &ids);
+                            let room = NewRoom {
+                                wxid: g.wxid,
+                                name: g.name,
+                                owner_wxid: g.owner_wxid,
+                                head_img: g.head_img,
+                                member_info_list: c
+                                    .members
+                                    .iter()
+                                    .map(|m| reports::member_info(m, &ids))
+                                    .collect(),
+                            };
+                            self.report(&wxid, &room).await;
+                        }
+                        _ => {}
+                    }
+                }
                 self.updates.push(entry);
+            }
+            WorkerEvent::MembersChanged {
+                room,
+                owner,
+                added,
+                removed,
+            } => {
+                let Some(l) = &self.logged_in else {
+                    return None;
+                };
+                let ids = Ids {
+                    wxid: &l.account.wxid,
+                    user_name: &l.account.user_name,
+                };
+                let wxid = l.account.wxid.clone();
+                let owner_wxid = if owner.is_empty() {
+                    String::new()
+                } else {
+                    ids.of(&owner)
+                };
+                for (list, flag) in [
+                    (added, MemberChange::Added),
+                    (removed, MemberChange::Removed),
+                ] {
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let change = RoomMemberChange {
+                        room_wxid: room.clone(),
+                        owner_wxid: owner_wxid.clone(),
+                        wxid_list: list.iter().map(|m| ids.of(m)).collect(),
+                        flag,
+                    };
+                    self.report(&wxid, &change).await;
+                }
             }
             WorkerEvent::ContactRemoved { user_name } => {
                 let wxid = self.wxid().to_owned();
@@ -316,6 +407,8 @@ impl Bridge {
                 commands: self.commands.clone(),
                 ipc: self.ipc.clone(),
                 wxid: account.wxid.clone(),
+                user_name: account.user_name.clone(),
+                flag_report_contact: ack.flag_report_contact,
             };
             tokio::spawn(exec.run(rx, stop_tasks.clone()));
             tokio::spawn(poll_tasks(
@@ -340,28 +433,7 @@ impl Bridge {
         let update = ContactUpdate {
             update_list: std::mem::take(&mut self.updates),
         };
-        // Friends that just appeared also get their own `report_new_friend`.
         let wxid = self.wxid().to_owned();
-        for e in &update.update_list {
-            if let ContactUpdateEntry::User(u) = e
-                && u.is_friend
-                && self
-                    .book
-                    .as_ref()
-                    .is_some_and(|b| b.get(&u.user.wxid).is_none())
-            {
-                let nf = NewFriend {
-                    fans_wxid: u.user.wxid.clone(),
-                    nickname: u.user.nickname.clone(),
-                    wx_alias: u.user.wx_alias.clone(),
-                    head_img: u.user.head_img.clone(),
-                    notice_word: String::new(),
-                    sourceusername: String::new(),
-                    sourcenickname: String::new(),
-                };
-                self.report(&wxid, &nf).await;
-            }
-        }
         self.report(&wxid, &update).await;
     }
 
@@ -466,6 +538,8 @@ struct Executor {
     commands: mpsc::Sender<WorkerCommand>,
     ipc: Ipc,
     wxid: String,
+    user_name: String,
+    flag_report_contact: u32,
 }
 
 impl Executor {
@@ -545,12 +619,189 @@ impl Executor {
                 });
                 Ok(None)
             }
-            other => Err(format!(
-                "task {} ({}) is not supported by this agent yet",
-                other.type_number(),
-                other.describe()
-            )),
+            Task::RemoveRoomMember { room_wxid, wxid } => self
+                .op(AccountOp::RemoveMember {
+                    room: room_wxid,
+                    member: self.user(wxid),
+                })
+                .await
+                .map(|_| Some(())),
+            Task::InviteToRoom {
+                room_wxid,
+                wxid,
+                method,
+            } => {
+                let direct = method.map(|m| m == InviteMethod::Direct);
+                self.op(AccountOp::AddMember {
+                    room: room_wxid,
+                    member: self.user(wxid),
+                    direct,
+                })
+                .await
+                .map(|_| Some(()))
+            }
+            Task::ReportRoomMembers { room_wxid_list } => {
+                let OpResult::Contacts(groups, _) = self
+                    .op(AccountOp::GroupDetails {
+                        rooms: room_wxid_list,
+                    })
+                    .await?
+                else {
+                    return Err("unexpected answer to a group refresh".into());
+                };
+                let ids = Ids {
+                    wxid: &self.wxid,
+                    user_name: &self.user_name,
+                };
+                let report = RoomMemberInfo {
+                    room_data_list: groups
+                        .iter()
+                        .filter(|g| g.kind == ContactKind::Group)
+                        .map(|g| RoomData {
+                            room_wxid: g.user_name.clone(),
+                            name: g.nick_name.clone(),
+                            owner_wxid: if g.owner_user_name.is_empty() {
+                                String::new()
+                            } else {
+                                ids.of(&g.owner_user_name)
+                            },
+                            head_img: g.head_img_url.clone(),
+                            member_count: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
+                            member_info_list: g
+                                .members
+                                .iter()
+                                .map(|m| reports::member_info(m, &ids))
+                                .collect(),
+                        })
+                        .collect(),
+                };
+                self.send_report(&report).await.map(|_| Some(()))
+            }
+            Task::AddRoomMemberAsFriend {
+                room_wxid: _,
+                wxid,
+                msg,
+            } => self
+                .op(AccountOp::AddFriend {
+                    user: wxid,
+                    greeting: msg,
+                })
+                .await
+                .map(|_| Some(())),
+            Task::SetRemark { wxid, remark_name } => self
+                .op(AccountOp::SetRemark {
+                    user: self.user(wxid),
+                    remark: remark_name,
+                })
+                .await
+                .map(|_| Some(())),
+            Task::AcceptFriendRequest { v1, v2 } => self
+                .op(AccountOp::AcceptFriend {
+                    user: v1,
+                    ticket: v2,
+                })
+                .await
+                .map(|_| Some(())),
+            Task::ReportContacts {
+                flag_report_contact,
+            } => {
+                let OpResult::Book(book) = self.op(AccountOp::Contacts).await? else {
+                    return Err("unexpected answer to a contact request".into());
+                };
+                let ids = Ids {
+                    wxid: &self.wxid,
+                    user_name: &self.user_name,
+                };
+                let report = reports::contact_report(
+                    &book,
+                    &ids,
+                    flag_report_contact.unwrap_or(self.flag_report_contact),
+                );
+                self.send_report(&report).await.map(|_| Some(()))
+            }
+            Task::ReportUserInfo { wxid } => {
+                let OpResult::Contacts(found, book) = self
+                    .op(AccountOp::UserDetails {
+                        user: self.user(wxid),
+                    })
+                    .await?
+                else {
+                    return Err("unexpected answer to a user refresh".into());
+                };
+                let c = found.into_iter().next().ok_or("no such contact")?;
+                let u = reports::user_info(&c);
+                let report = UserInfoReport {
+                    wxid: u.wxid,
+                    wx_alias: u.wx_alias,
+                    nickname: u.nickname,
+                    remark_name: u.remark_name,
+                    head_img: u.head_img,
+                    head_img_data: None,
+                    sex: u.sex,
+                    country: u.country,
+                    province: u.province,
+                    city: u.city,
+                    is_friend: c.kind == ContactKind::Friend,
+                    room_list: book
+                        .groups()
+                        .filter(|g| g.members.iter().any(|m| m.user_name == c.user_name))
+                        .map(|g| g.user_name.clone())
+                        .collect(),
+                    uin: u.uin,
+                };
+                self.send_report(&report).await.map(|_| Some(()))
+            }
+            Task::CreateRoom { member_list } => {
+                let members = member_list.into_iter().map(|m| self.user(m)).collect();
+                self.op(AccountOp::CreateGroup {
+                    members,
+                    topic: String::new(),
+                })
+                .await
+                .map(|_| Some(()))
+            }
+            Task::RenameRoom {
+                room_wxid,
+                room_name,
+            } => self
+                .op(AccountOp::RenameGroup {
+                    room: room_wxid,
+                    name: room_name,
+                })
+                .await
+                .map(|_| Some(())),
+            Task::UploadFile { .. } => {
+                Err("task 9 (upload a received file) is not supported by this agent yet".into())
+            }
+            other => Err(unsupported(&other)),
         }
+    }
+
+    /// The own wxid in a task means the own UserName.
+    fn user(&self, wxid: String) -> String {
+        if wxid == self.wxid {
+            self.user_name.clone()
+        } else {
+            wxid
+        }
+    }
+
+    async fn op(&self, op: AccountOp) -> Result<OpResult, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(WorkerCommand::Op { op, reply: tx })
+            .await
+            .map_err(|_| "the session has ended".to_owned())?;
+        rx.await
+            .map_err(|_| "the session ended before the operation finished".to_owned())?
+    }
+
+    async fn send_report<R: Report>(&self, r: &R) -> Result<(), String> {
+        self.control
+            .send_report(&self.wxid, r, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", R::ACTION))
     }
 
     async fn send_text(
@@ -577,4 +828,25 @@ impl Executor {
         tracing::debug!(msg_id = %receipt.msg_id, "sent");
         Ok(())
     }
+}
+
+/// Why a task cannot be done over the web protocol (spec A.5: answered, never silently).
+fn unsupported(task: &Task) -> String {
+    let why = match task {
+        Task::SetRoomNickname { .. } => {
+            "the web protocol has no call to set one's nickname in a group"
+        }
+        Task::LeaveRoom { .. } => "the web protocol has no call to leave a group",
+        Task::RoomAnnouncement { .. } => "the web protocol cannot post group announcements",
+        Task::AcceptTransfer { .. } => "money transfers can only be accepted on the phone",
+        Task::DeleteFriend { .. } => "the web protocol has no call to delete a friend",
+        Task::CheckZombie { .. } => "the web protocol cannot check whether a friend still has us",
+        Task::AcceptRoomInvite { .. } => "group invitation links can only be accepted on the phone",
+        Task::SetTag { .. } | Task::RenameTag { .. } => {
+            "contact tags are not available over the web protocol"
+        }
+        Task::Unknown { .. } => "unknown task type",
+        _ => "not available over the web protocol",
+    };
+    format!("task {} ({}): {why}", task.type_number(), task.describe())
 }

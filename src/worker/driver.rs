@@ -3,8 +3,9 @@
 //! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
 
 use super::events::{
-    Account, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
+    Account, Barrier, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
 };
+use super::persist;
 use super::qr;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::backoff::Backoff;
@@ -45,7 +46,7 @@ pub async fn run(
         request_timeout: config.wechat.request_timeout,
         longpoll_timeout: config.wechat.longpoll_timeout,
     };
-    let client = match WebClient::new(settings) {
+    let client = match WebClient::new(settings.clone()) {
         Ok(c) => c,
         Err(e) => {
             return Outcome::LoginFailed {
@@ -55,6 +56,7 @@ pub async fn run(
     };
     // One span per session; `wxid` is filled in once the account is known.
     let span = tracing::info_span!("session", session = %spec.session_id, pid = std::process::id(), wxid = tracing::field::Empty);
+    let spec_id = spec.session_id.clone();
     let mut session = Session {
         config,
         spec,
@@ -64,6 +66,9 @@ pub async fn run(
         shutdown,
         book: None,
         recent: RecentIds::new(4096),
+        dir: persist::session_dir(&config.agent.state_dir, &spec_id),
+        settings,
+        logged_out_remote: false,
     };
     async move {
         let outcome = session.run().await;
@@ -84,6 +89,11 @@ struct Session<'a> {
     shutdown: CancellationToken,
     book: Option<ContactBook>,
     recent: RecentIds,
+    settings: ClientSettings,
+    /// `state_dir/sessions/<id>`.
+    dir: std::path::PathBuf,
+    /// webwxlogout was sent: the saved session is worthless.
+    logged_out_remote: bool,
 }
 
 impl Session<'_> {
@@ -99,47 +109,9 @@ impl Session<'_> {
 
     async fn run(&mut self) -> Outcome {
         self.state(SessionState::Starting).await;
-        let bounds = QrBounds {
-            max_refreshes: self.config.qr.max_refreshes,
-            max_wait: self.config.qr.max_wait,
-        };
-        let mut forward = QrForwarder {
-            events: self.events.clone(),
-        };
-        let end = qr_login(&self.client, bounds, &self.shutdown, &mut forward).await;
-        let redirect_uri = match end {
-            Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
-            Ok(LoginEnd::Abandoned { qr_count }) => return Outcome::Abandoned { qr_count },
-            Ok(LoginEnd::Cancelled) => {
-                return Outcome::LoginFailed {
-                    detail: "stopped before login".into(),
-                };
-            }
-            Err(e) => {
-                return Outcome::LoginFailed {
-                    detail: e.to_string(),
-                };
-            }
-        };
-        self.state(SessionState::LoggingIn).await;
-        match self.client.new_login_page(&redirect_uri).await {
-            Ok(()) => {}
-            Err(WechatError::LoginRefused { ret: 1203, message }) => {
-                tracing::error!(%message, "web login refused (1203)");
-                return Outcome::LoggedOut(LogoutReason::WebForbidden { message });
-            }
-            Err(e) => {
-                return Outcome::LoginFailed {
-                    detail: e.to_string(),
-                };
-            }
-        }
-        let init = match self
-            .retrying("webwxinit", async |c: &WebClient| c.init(false).await)
-            .await
-        {
-            Ok(i) => i,
-            Err(out) => return out,
+        let init = match self.resume_or_login().await {
+            Ok(init) => init,
+            Err(outcome) => return outcome,
         };
         if let Err(e) = self.client.status_notify().await {
             tracing::warn!(error = %e, "webwxstatusnotify failed; continuing");
@@ -187,7 +159,209 @@ impl Session<'_> {
             contacts: snapshot,
         })
         .await;
-        self.sync_until_end().await
+        self.save();
+        let outcome = self.sync_until_end().await;
+        self.settle(&outcome);
+        outcome
+    }
+
+    /// Resume first (DESIGN §3.3): the saved session via webwxinit, then push login, then a
+    /// fresh QR code for the same session id. Each step is logged and reported.
+    async fn resume_or_login(&mut self) -> Result<InitData, Outcome> {
+        match persist::load(&self.dir) {
+            Ok(Some(saved)) => match self.resume(saved).await {
+                Ok(init) => return Ok(init),
+                Err(Some(outcome)) => return Err(outcome),
+                Err(None) => {}
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the saved session");
+                if matches!(e, persist::PersistError::Corrupt { .. }) {
+                    let _ = persist::delete(&self.dir);
+                }
+            }
+        }
+        self.qr_flow().await
+    }
+
+    async fn step(&self, step: &'static str, ok: bool, detail: String) {
+        if ok {
+            tracing::info!(step, "resume: {detail}");
+        } else {
+            tracing::info!(step, "resume step failed: {detail}");
+        }
+        self.emit(WorkerEvent::ResumeStep { step, ok, detail })
+            .await;
+    }
+
+    /// `Err(None)`: fall back to a fresh QR code; `Err(Some)`: the session ends (e.g. the
+    /// network is down — the saved session is kept for the next try).
+    async fn resume(&mut self, saved: persist::SavedSession) -> Result<InitData, Option<Outcome>> {
+        tracing::info!(wxid = %saved.wxid, "found a saved session; resuming");
+        self.client = match WebClient::with_session(self.settings.clone(), saved.web) {
+            Ok(c) => c,
+            Err(e) => {
+                self.step("webwxinit", false, format!("saved session unusable: {e}"))
+                    .await;
+                return Err(None);
+            }
+        };
+        self.state(SessionState::LoggingIn).await;
+        match self
+            .retrying("webwxinit", async |c: &WebClient| c.init(true).await)
+            .await
+        {
+            Ok(init) => {
+                self.step("webwxinit", true, "saved session accepted".into())
+                    .await;
+                return Ok(init);
+            }
+            Err(out @ Outcome::LoggedOut(LogoutReason::Network { .. })) => return Err(Some(out)),
+            Err(out @ Outcome::LoginFailed { .. }) => return Err(Some(out)),
+            Err(out) => {
+                self.step(
+                    "webwxinit",
+                    false,
+                    format!("saved session rejected ({out})"),
+                )
+                .await
+            }
+        }
+        match self.push_flow().await {
+            Ok(init) => {
+                self.step("push_login", true, "confirmed on the phone".into())
+                    .await;
+                return Ok(init);
+            }
+            Err(detail) => self.step("push_login", false, detail).await,
+        }
+        if let Err(e) = persist::delete(&self.dir) {
+            tracing::warn!(error = %e, "could not delete the rejected session");
+        }
+        self.client = match WebClient::new(self.settings.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(Some(Outcome::LoginFailed {
+                    detail: e.to_string(),
+                }));
+            }
+        };
+        self.step("qr", true, "falling back to a new QR code".into())
+            .await;
+        Err(None)
+    }
+
+    /// Push login (spec §3.20): the phone is asked to confirm; bounded by `[qr] max_wait`.
+    async fn push_flow(&mut self) -> Result<InitData, String> {
+        let uuid = self.client.push_login().await.map_err(|e| e.to_string())?;
+        self.emit(WorkerEvent::PushLogin { uuid: uuid.clone() })
+            .await;
+        let deadline = tokio::time::Instant::now() + self.config.qr.max_wait;
+        let mut first = true;
+        let redirect = loop {
+            let poll = tokio::select! {
+                r = self.client.poll_login(&uuid, first) => r,
+                () = tokio::time::sleep_until(deadline) => return Err("nobody confirmed the push login in time".into()),
+                () = self.shutdown.cancelled() => return Err("stopped".into()),
+            };
+            first = false;
+            match poll {
+                Ok(crate::wechat::parse::LoginPoll::Confirmed { redirect_uri }) => {
+                    break redirect_uri;
+                }
+                Ok(
+                    crate::wechat::parse::LoginPoll::Waiting
+                    | crate::wechat::parse::LoginPoll::Scanned { .. },
+                ) => {}
+                Ok(other) => return Err(format!("push login ended: {other:?}")),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "push login poll failed; retrying")
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        self.client
+            .new_login_page(&redirect)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.client.init(false).await.map_err(|e| e.to_string())
+    }
+
+    /// A fresh QR login through to webwxinit.
+    async fn qr_flow(&mut self) -> Result<InitData, Outcome> {
+        let bounds = QrBounds {
+            max_refreshes: self.config.qr.max_refreshes,
+            max_wait: self.config.qr.max_wait,
+        };
+        let mut forward = QrForwarder {
+            events: self.events.clone(),
+        };
+        let end = qr_login(&self.client, bounds, &self.shutdown, &mut forward).await;
+        let redirect_uri = match end {
+            Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
+            Ok(LoginEnd::Abandoned { qr_count }) => return Err(Outcome::Abandoned { qr_count }),
+            Ok(LoginEnd::Cancelled) => {
+                return Err(Outcome::LoginFailed {
+                    detail: "stopped before login".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Outcome::LoginFailed {
+                    detail: e.to_string(),
+                });
+            }
+        };
+        self.state(SessionState::LoggingIn).await;
+        match self.client.new_login_page(&redirect_uri).await {
+            Ok(()) => {}
+            Err(WechatError::LoginRefused { ret: 1203, message }) => {
+                tracing::error!(%message, "web login refused (1203)");
+                return Err(Outcome::LoggedOut(LogoutReason::WebForbidden { message }));
+            }
+            Err(e) => {
+                return Err(Outcome::LoginFailed {
+                    detail: e.to_string(),
+                });
+            }
+        }
+        self.retrying("webwxinit", async |c: &WebClient| c.init(false).await)
+            .await
+    }
+
+    /// Saves the session (credentials, cookies, keys) for a resume. Failures are logged: the
+    /// session goes on, it just could not be resumed after a crash.
+    fn save(&self) {
+        let Some(book) = &self.book else { return };
+        let saved = persist::SavedSession {
+            version: persist::FORMAT_VERSION,
+            session_id: self.spec.session_id.clone(),
+            saved_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            wxid: self.client.uin(),
+            nickname: book.self_user().nick_name.clone(),
+            web: self.client.session(),
+        };
+        if let Err(e) = persist::save(&self.dir, &saved) {
+            tracing::error!(error = %e, "could not save the session");
+        }
+    }
+
+    /// Keeps the saved session only when the account may still be logged in (a drain or a
+    /// network outage); deletes it after any logout, so it never breaks the next start.
+    fn settle(&self, outcome: &Outcome) {
+        let keep = !self.logged_out_remote
+            && matches!(
+                outcome,
+                Outcome::LoggedOut(LogoutReason::Shutdown | LogoutReason::Network { .. })
+            );
+        if keep {
+            self.save();
+        } else if let Err(e) = persist::delete(&self.dir) {
+            tracing::warn!(error = %e, "could not delete the saved session");
+        }
     }
 
     /// Retries transient failures of a login-time call with backoff until `network_give_up`;
@@ -284,7 +458,9 @@ impl Session<'_> {
                     tokio::select! {
                         step = &mut fut => break step,
                         Some(cmd) = self.commands.recv() => {
-                            if let Some(outcome) = Self::command(&self.client, self.book.as_ref(), &self.events, &mut self.recent, cmd).await {
+                            if let Some(outcome) = Self::command(&self.client, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
+                                // Logout and refusal both sent webwxlogout.
+                                self.logged_out_remote = true;
                                 return outcome;
                             }
                         }
@@ -294,8 +470,16 @@ impl Session<'_> {
             match step {
                 SyncStep::Data(data, keys) => {
                     self.apply(data).await;
-                    // The events are with the owner now; only then move the key past them.
+                    // Move the key past these events only once the owner has them safe
+                    // (spooled): a crash before that re-fetches them instead of losing them.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    self.emit(WorkerEvent::Barrier(Barrier(tx))).await;
+                    if rx.await.is_err() {
+                        tracing::warn!("events were not confirmed safe; keeping the old sync key");
+                        continue;
+                    }
                     self.client.commit_sync_keys(keys);
+                    self.save();
                 }
                 SyncStep::Reinit(init) => {
                     if let Some(mut book) = self.book.take() {
@@ -304,14 +488,16 @@ impl Session<'_> {
                         self.book = Some(book);
                         self.emit(WorkerEvent::ContactsReloaded(snapshot)).await;
                     }
+                    self.save();
                 }
                 SyncStep::LoggedOut(reason) => {
-                    tracing::warn!(reason = reason.as_str(), "logged out: {reason}");
+                    tracing::info!(reason = reason.as_str(), "logged out: {reason}");
                     return Outcome::LoggedOut(reason);
                 }
                 SyncStep::Cancelled => {
                     self.state(SessionState::Stopping).await;
                     if self.spec.logout_on_shutdown {
+                        self.logged_out_remote = true;
                         if let Err(e) = self.client.logout().await {
                             tracing::warn!(error = %e, "webwxlogout failed");
                         }
@@ -325,12 +511,20 @@ impl Session<'_> {
     /// Serves one command. Returns an outcome when the command ends the session.
     async fn command(
         client: &WebClient,
-        book: Option<&ContactBook>,
+        mut book: Option<&mut ContactBook>,
         events: &mpsc::Sender<WorkerEvent>,
         recent: &mut RecentIds,
         cmd: WorkerCommand,
     ) -> Option<Outcome> {
         match cmd {
+            WorkerCommand::Op { op, reply } => {
+                let result = match book.as_deref_mut() {
+                    Some(b) => super::ops::perform(client, b, op).await,
+                    None => Err("not logged in yet".into()),
+                };
+                let _ = reply.send(result);
+                None
+            }
             WorkerCommand::SendText {
                 to,
                 text,
@@ -338,6 +532,7 @@ impl Session<'_> {
                 style,
                 reply,
             } => {
+                let book = book.as_deref();
                 let sent = match resolve_target(client, book, &to) {
                     Ok(user_name) => {
                         let content =
@@ -460,10 +655,35 @@ impl Session<'_> {
         if c.kind == ContactKind::SelfUser {
             return;
         }
+        let before: Option<HashSet<String>> = book
+            .get(&c.user_name)
+            .filter(|g| g.is_group())
+            .map(|g| g.members.iter().map(|m| m.user_name.clone()).collect());
+        let name = c.user_name.clone();
         let copy = c.clone();
         match book.upsert(c) {
             Upsert::Added => self.emit(WorkerEvent::ContactAdded(Box::new(copy))).await,
-            Upsert::Changed => self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await,
+            Upsert::Changed => {
+                self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await;
+                if let (Some(before), Some(g)) = (before, book.get(&name)) {
+                    let after: HashSet<String> =
+                        g.members.iter().map(|m| m.user_name.clone()).collect();
+                    let mut added: Vec<String> = after.difference(&before).cloned().collect();
+                    let mut removed: Vec<String> = before.difference(&after).cloned().collect();
+                    if !added.is_empty() || !removed.is_empty() {
+                        added.sort();
+                        removed.sort();
+                        let owner = g.owner_user_name.clone();
+                        self.emit(WorkerEvent::MembersChanged {
+                            room: name,
+                            owner,
+                            added,
+                            removed,
+                        })
+                        .await;
+                    }
+                }
+            }
             Upsert::Unchanged | Upsert::Ignored => {}
         }
     }

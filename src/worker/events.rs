@@ -20,7 +20,7 @@ pub struct Account {
     pub head_img_url: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum WorkerEvent {
     State(SessionState),
     /// A QR code to show / upload. `png` is the rendered image.
@@ -32,6 +32,16 @@ pub enum WorkerEvent {
     },
     QrExpired {
         refresh: u32,
+    },
+    /// A saved session is being resumed; one step's outcome (`webwxinit`, `push_login`, `qr`).
+    ResumeStep {
+        step: &'static str,
+        ok: bool,
+        detail: String,
+    },
+    /// A push login waits for the phone's confirmation.
+    PushLogin {
+        uuid: String,
     },
     Scanned,
     ScanCancelled,
@@ -47,11 +57,21 @@ pub enum WorkerEvent {
     },
     ContactAdded(Box<Contact>),
     ContactChanged(Box<Contact>),
+    /// A known group's member list changed (UserNames; `owner` "" when unknown).
+    MembersChanged {
+        room: String,
+        owner: String,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
     ContactRemoved {
         user_name: String,
     },
     /// The contact book was reloaded after a re-init.
     ContactsReloaded(Arc<ContactBook>),
+    /// Everything emitted before this is safe with the owner (spooled, printed) once the
+    /// owner answers; the driver waits for it before moving the SyncKey past those events.
+    Barrier(Barrier),
     Ended(Outcome),
 }
 
@@ -74,10 +94,121 @@ pub enum WorkerCommand {
         style: MentionStyle,
         reply: oneshot::Sender<Result<SendReceipt, String>>,
     },
+    /// Any other account operation, answered with its result.
+    Op {
+        op: AccountOp,
+        reply: oneshot::Sender<Result<OpResult, String>>,
+    },
     /// Log the account out and end the session with this reason.
     Logout { reason: LogoutReason },
     /// The control plane refused the account: log it out and end as `ControlRefused`.
     Refused { detail: String },
+}
+
+/// Operations on the account besides texts. Contacts and groups are named by UserName, the own
+/// wxid, or a unique remark / nickname / alias.
+#[derive(Debug)]
+pub enum AccountOp {
+    /// Send a media message or a card-like message.
+    SendMedia {
+        to: String,
+        media: OutgoingMedia,
+    },
+    RemoveMember {
+        room: String,
+        member: String,
+    },
+    /// Add a friend to a group; `direct: None` chooses by group size.
+    AddMember {
+        room: String,
+        member: String,
+        direct: Option<bool>,
+    },
+    /// Send a friend request (e.g. to a group member).
+    AddFriend {
+        user: String,
+        greeting: String,
+    },
+    /// Accept a friend request with its ticket.
+    AcceptFriend {
+        user: String,
+        ticket: String,
+    },
+    SetRemark {
+        user: String,
+        remark: String,
+    },
+    CreateGroup {
+        members: Vec<String>,
+        topic: String,
+    },
+    RenameGroup {
+        room: String,
+        name: String,
+    },
+    /// Fresh member lists for these groups.
+    GroupDetails {
+        rooms: Vec<String>,
+    },
+    /// Fresh details of one contact.
+    UserDetails {
+        user: String,
+    },
+    /// The current contact book.
+    Contacts,
+    /// The media behind a `file_index` of a received message.
+    Download {
+        file_index: String,
+    },
+}
+
+/// An outgoing media message (its bytes already fetched and checked).
+#[derive(Debug)]
+pub enum OutgoingMedia {
+    Image {
+        bytes: Vec<u8>,
+        name: String,
+        content_type: String,
+    },
+    Gif {
+        bytes: Vec<u8>,
+        name: String,
+    },
+    Video {
+        bytes: Vec<u8>,
+        name: String,
+    },
+    File {
+        bytes: Vec<u8>,
+        name: String,
+        content_type: String,
+    },
+    Link {
+        title: String,
+        desc: String,
+        url: String,
+        thumb_url: String,
+    },
+    AppXml {
+        xml: String,
+    },
+}
+
+/// What an [`AccountOp`] produced.
+#[derive(Debug)]
+pub enum OpResult {
+    Done,
+    Sent(SendReceipt),
+    /// A created group's UserName.
+    Group(String),
+    /// Groups (with members) or a user, fresh from the server, and the book they updated.
+    Contacts(Vec<Contact>, Arc<ContactBook>),
+    Book(Arc<ContactBook>),
+    File {
+        bytes: Vec<u8>,
+        name: String,
+        content_type: String,
+    },
 }
 
 /// Where `@Name` mentions go in a sent text.
@@ -141,5 +272,15 @@ mod tests {
             compose_mentions("none", &[], MentionStyle::Placeholder),
             "none"
         );
+    }
+}
+
+/// The answer channel of [`WorkerEvent::Barrier`]; dropping it counts as "not safe".
+#[derive(Debug)]
+pub struct Barrier(pub tokio::sync::oneshot::Sender<()>);
+
+impl Barrier {
+    pub fn release(self) {
+        let _ = self.0.send(());
     }
 }

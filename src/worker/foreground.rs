@@ -32,6 +32,11 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
     let stdin_task = tokio::spawn(read_commands(cmd_tx, out.clone()));
     let interactive = std::io::stdout().is_terminal();
     while let Some(ev) = ev_rx.recv().await {
+        // Printed lines are all a foreground session keeps: safe once shown.
+        if let WorkerEvent::Barrier(b) = ev {
+            b.release();
+            continue;
+        }
         show(&out, &ev, interactive, &session_dir);
     }
     stdin_task.abort();
@@ -63,6 +68,7 @@ impl Printer {
 fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) {
     match ev {
         WorkerEvent::State(_) => {}
+        WorkerEvent::Barrier(_) => {}
         WorkerEvent::Qr {
             content,
             png,
@@ -84,6 +90,11 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
             ));
         }
         WorkerEvent::QrExpired { refresh } => out.line(&format!("qr expired: code {refresh}")),
+        WorkerEvent::ResumeStep { step, ok, detail } => out.line(&format!(
+            "resume: {step} {}: {detail}",
+            if *ok { "ok" } else { "failed" }
+        )),
+        WorkerEvent::PushLogin { .. } => out.line("push login: confirm the login on the phone"),
         WorkerEvent::Scanned => out.line("scanned: confirm the login on the phone"),
         WorkerEvent::ScanCancelled => {
             out.line("scan cancelled on the phone; the code can be scanned again")
@@ -106,6 +117,16 @@ fn show(out: &Printer, ev: &WorkerEvent, interactive: bool, session_dir: &Path) 
             "contact changed: {} ({})",
             c.display_name(),
             c.user_name
+        )),
+        WorkerEvent::MembersChanged {
+            room,
+            added,
+            removed,
+            ..
+        } => out.line(&format!(
+            "members changed: {room}: +{} -{}",
+            added.len(),
+            removed.len()
         )),
         WorkerEvent::ContactRemoved { user_name } => {
             out.line(&format!("contact removed: {user_name}"))

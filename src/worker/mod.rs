@@ -7,6 +7,8 @@ pub mod events;
 pub mod foreground;
 pub mod ipc;
 pub mod media;
+pub mod ops;
+pub mod persist;
 pub mod qr;
 pub mod reports;
 pub mod state;

@@ -44,6 +44,25 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
             shutdown.cancel();
         });
     }
+    // So a later supervisor can find (and stop) us if our own supervisor died unexpectedly.
+    let dir = super::persist::session_dir(&config.agent.state_dir, &session_id);
+    let pid_file = dir.join("worker.pid");
+    if let Err(e) = super::persist::ensure_dir(&dir)
+        .and_then(|()| std::fs::write(&pid_file, std::process::id().to_string()))
+    {
+        tracing::warn!(error = %e, "could not write the worker pid file");
+    }
+    let outcome = serve(&config, &session_id, &ipc, &shutdown).await;
+    let _ = std::fs::remove_file(&pid_file);
+    outcome
+}
+
+async fn serve(
+    config: &Config,
+    session_id: &str,
+    ipc: &Ipc,
+    shutdown: &CancellationToken,
+) -> Outcome {
     let machine_id = crate::control::client::process_machine_id(&config.agent.machine_id);
     let control = match ControlClient::new(&config.control, machine_id.clone()) {
         Ok(c) => c,
@@ -54,7 +73,7 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
         }
     };
     loop {
-        let outcome = one_login(&config, &session_id, &control, &machine_id, &ipc, &shutdown).await;
+        let outcome = one_login(config, session_id, &control, &machine_id, ipc, shutdown).await;
         let (outcome, flags) = outcome;
         // `exit_wehub: 0` keeps the worker for a new login of the same QR session (WeHub's
         // client stays up after a logout); anything that was not a logout ends it.
