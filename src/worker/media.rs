@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wechat::client::WebClient;
+use super::events::OutgoingMedia;
+use crate::wechat::client::{SentMessage, WebClient};
 use crate::wechat::media::{Download, MediaError, UploadKind, encry_file_name, plain_file_name};
 use crate::wechat::message::{Message, MessageKind, app_type, msg_type};
 
@@ -192,6 +193,56 @@ pub fn plan_video_send(sniffed: &Sniffed) -> SendPlan {
     match sniffed.kind {
         Format::Mp4 => SendPlan::Video,
         _ => SendPlan::AsFile,
+    }
+}
+
+/// Uploads (where needed) and sends one outgoing media message. The variant is taken as
+/// chosen: pick it with [`plan_image_send`] / [`plan_video_send`] first.
+pub async fn send_outgoing(
+    client: &WebClient,
+    to: &str,
+    media: &OutgoingMedia,
+) -> Result<SentMessage, MediaError> {
+    match media {
+        OutgoingMedia::Image {
+            bytes,
+            name,
+            content_type,
+        } => {
+            let id = client
+                .upload_media(to, name, content_type, bytes, UploadKind::Image)
+                .await?;
+            client.send_image(to, &id).await
+        }
+        OutgoingMedia::Gif { bytes, name } => {
+            let id = client
+                .upload_media(to, name, "image/gif", bytes, UploadKind::Gif)
+                .await?;
+            client.send_emoticon(to, &id).await
+        }
+        OutgoingMedia::Video { bytes, name } => {
+            let id = client
+                .upload_media(to, name, "video/mp4", bytes, UploadKind::Video)
+                .await?;
+            client.send_video(to, &id).await
+        }
+        OutgoingMedia::File {
+            bytes,
+            name,
+            content_type,
+        } => {
+            let id = client
+                .upload_media(to, name, content_type, bytes, UploadKind::File)
+                .await?;
+            client.send_file(to, name, bytes.len() as u64, &id).await
+        }
+        OutgoingMedia::Link {
+            title,
+            desc,
+            url,
+            thumb_url,
+        } => client.send_link(to, title, desc, url, thumb_url).await,
+        OutgoingMedia::AppXml { xml } => client.send_app_xml(to, xml).await,
     }
 }
 
