@@ -620,7 +620,7 @@ async fn failing_chunks_are_retried() {
     let ctl = env.ctl();
     ctl.post(
         "/faults",
-        json!({"route": "webwxuploadmedia", "http500": 0.2}),
+        json!({"route": "webwxuploadmedia", "http500": 0.15}),
     )
     .await;
     let data = payload(2 * CHUNK_SIZE + 100, 8);
