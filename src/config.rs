@@ -54,6 +54,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub wechat: WechatConfig,
     pub qr: QrConfig,
+    pub spool: SpoolConfig,
     pub media: MediaConfig,
     pub pacing: PacingConfig,
 }
@@ -112,9 +113,22 @@ pub struct QrConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// `[spool] max_bytes`; default 268435456 (256 MiB): bytes of not-yet-acknowledged reports
+    /// per session. At least 64 KiB.
+    pub max_bytes: u64,
+    /// `[spool] max_events`; default 1 000 000: not-yet-acknowledged reports per session.
+    pub max_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaConfig {
     /// `[media] allow_private_urls`; default false: task URLs on loopback/private addresses are refused.
     pub allow_private_urls: bool,
+    /// `[media] max_download_bytes`; default 25 MiB: the most a task URL may return. Must be ≥ 1.
+    pub max_download_bytes: u64,
+    /// `[media] fetch_timeout`; default 30s: the whole fetch of a task URL, redirects and body included.
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +137,12 @@ pub struct PacingConfig {
     pub messages_per_second: f64,
     /// `[pacing] burst`; default 3. Must be ≥ 1.
     pub burst: u32,
+    /// `[pacing] daily_friend_adds`; default 20: friend adds and accepts per account in any
+    /// 24 hours. 0 = none allowed.
+    pub daily_friend_adds: u32,
+    /// `[pacing] daily_group_creates`; default 5: groups created per account in any 24 hours.
+    /// 0 = none allowed.
+    pub daily_group_creates: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,13 +174,21 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("wechat", "network_give_up"),
     ("qr", "max_refreshes"),
     ("qr", "max_wait"),
+    ("spool", "max_bytes"),
+    ("spool", "max_events"),
     ("media", "allow_private_urls"),
+    ("media", "max_download_bytes"),
+    ("media", "fetch_timeout"),
     ("pacing", "messages_per_second"),
     ("pacing", "burst"),
+    ("pacing", "daily_friend_adds"),
+    ("pacing", "daily_group_creates"),
 ];
 
 /// The sections of [`KNOWN_KEYS`], in file order.
-pub const KNOWN_SECTIONS: &[&str] = &["agent", "control", "wechat", "qr", "media", "pacing"];
+pub const KNOWN_SECTIONS: &[&str] = &[
+    "agent", "control", "wechat", "qr", "spool", "media", "pacing",
+];
 
 const DEFAULT_MAX_SESSIONS: usize = 100;
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7878";
@@ -172,8 +200,16 @@ const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
 const DEFAULT_NETWORK_GIVE_UP: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MAX_REFRESHES: u32 = 5;
 const DEFAULT_QR_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
+/// A spool smaller than this could not hold one large report.
+const SPOOL_MIN_BYTES: u64 = 64 * 1024;
 const DEFAULT_MESSAGES_PER_SECOND: f64 = 1.0;
 const DEFAULT_BURST: u32 = 3;
+const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 25 * 1024 * 1024;
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_DAILY_FRIEND_ADDS: u32 = 20;
+const DEFAULT_DAILY_GROUP_CREATES: u32 = 5;
 
 /// Below this a long poll cannot work at all (the server holds an idle poll for ≈25 s).
 const LONGPOLL_MINIMUM: Duration = Duration::from_secs(1);
@@ -387,12 +423,20 @@ impl Config {
                 max_refreshes: DEFAULT_MAX_REFRESHES,
                 max_wait: DEFAULT_QR_MAX_WAIT,
             },
+            spool: SpoolConfig {
+                max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+                max_events: DEFAULT_SPOOL_MAX_EVENTS,
+            },
             media: MediaConfig {
                 allow_private_urls: false,
+                max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+                fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             },
             pacing: PacingConfig {
                 messages_per_second: DEFAULT_MESSAGES_PER_SECOND,
                 burst: DEFAULT_BURST,
+                daily_friend_adds: DEFAULT_DAILY_FRIEND_ADDS,
+                daily_group_creates: DEFAULT_DAILY_GROUP_CREATES,
             },
         }
     }
@@ -465,11 +509,25 @@ impl Config {
             ],
         );
         section(
+            "spool",
+            vec![
+                ("max_bytes", self.spool.max_bytes.to_string()),
+                ("max_events", self.spool.max_events.to_string()),
+            ],
+        );
+        section(
             "media",
-            vec![(
-                "allow_private_urls",
-                self.media.allow_private_urls.to_string(),
-            )],
+            vec![
+                (
+                    "allow_private_urls",
+                    self.media.allow_private_urls.to_string(),
+                ),
+                (
+                    "max_download_bytes",
+                    self.media.max_download_bytes.to_string(),
+                ),
+                ("fetch_timeout", duration_text(self.media.fetch_timeout)),
+            ],
         );
         section(
             "pacing",
@@ -479,6 +537,14 @@ impl Config {
                     self.pacing.messages_per_second.to_string(),
                 ),
                 ("burst", self.pacing.burst.to_string()),
+                (
+                    "daily_friend_adds",
+                    self.pacing.daily_friend_adds.to_string(),
+                ),
+                (
+                    "daily_group_creates",
+                    self.pacing.daily_group_creates.to_string(),
+                ),
             ],
         );
         out
@@ -676,13 +742,27 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
     r.take("qr", "max_wait", duration(Floor::AboveZero))
         .set(&mut qr.max_wait);
 
+    r.take("spool", "max_bytes", spool_bytes)
+        .set(&mut config.spool.max_bytes);
+    r.take("spool", "max_events", count)
+        .map_set(&mut config.spool.max_events, u64::from);
+
+    let media = &mut config.media;
     r.take("media", "allow_private_urls", boolean)
-        .set(&mut config.media.allow_private_urls);
+        .set(&mut media.allow_private_urls);
+    r.take("media", "max_download_bytes", byte_count)
+        .set(&mut media.max_download_bytes);
+    r.take("media", "fetch_timeout", duration(Floor::AboveZero))
+        .set(&mut media.fetch_timeout);
 
     let pacing = &mut config.pacing;
     r.take("pacing", "messages_per_second", rate)
         .set(&mut pacing.messages_per_second);
     r.take("pacing", "burst", count).set(&mut pacing.burst);
+    r.take("pacing", "daily_friend_adds", limit)
+        .set(&mut pacing.daily_friend_adds);
+    r.take("pacing", "daily_group_creates", limit)
+        .set(&mut pacing.daily_group_creates);
 
     if r.problems.is_empty() {
         Ok(Loaded {
@@ -920,6 +1000,38 @@ fn count(value: &Value) -> Result<u32, String> {
     }
 }
 
+/// A limit: a whole number from 0 (nothing allowed) to `u32::MAX`.
+fn limit(value: &Value) -> Result<u32, String> {
+    match value.as_integer() {
+        None => Err(format!("expected a whole number ≥ 0, got {}", shown(value))),
+        Some(n) if n < 0 => Err(format!("must be 0 or more, got {n}")),
+        Some(n) => u32::try_from(n).map_err(|_| format!("must be at most {}, got {n}", u32::MAX)),
+    }
+}
+
+/// A size in bytes: a whole number ≥ 1 (`26214400` is 25 MiB).
+fn byte_count(value: &Value) -> Result<u64, String> {
+    match value.as_integer() {
+        None => Err(format!(
+            "expected a number of bytes such as 26214400 (25 MiB), got {}",
+            shown(value)
+        )),
+        Some(n) if n < 1 => Err(format!("must be at least 1, got {n}")),
+        // Positive i64 always fits.
+        Some(n) => Ok(n as u64),
+    }
+}
+
+/// `[spool] max_bytes`: a [`byte_count`] large enough for one large report.
+fn spool_bytes(value: &Value) -> Result<u64, String> {
+    match byte_count(value)? {
+        n if n < SPOOL_MIN_BYTES => Err(format!(
+            "must be at least {SPOOL_MIN_BYTES} (64 KiB), got {n}"
+        )),
+        n => Ok(n),
+    }
+}
+
 /// A rate: a finite number above 0 (integers accepted: `messages_per_second = 2`).
 fn rate(value: &Value) -> Result<f64, String> {
     let x = match value {
@@ -1123,9 +1235,15 @@ mod tests {
         assert_eq!(c.wechat.network_give_up, Duration::from_secs(600));
         assert_eq!(c.qr.max_refreshes, 5);
         assert_eq!(c.qr.max_wait, Duration::from_secs(600));
+        assert_eq!(c.spool.max_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.spool.max_events, 1_000_000);
         assert!(!c.media.allow_private_urls);
+        assert_eq!(c.media.max_download_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.media.fetch_timeout, Duration::from_secs(30));
         assert_eq!(c.pacing.messages_per_second, 1.0);
         assert_eq!(c.pacing.burst, 3);
+        assert_eq!(c.pacing.daily_friend_adds, 20);
+        assert_eq!(c.pacing.daily_group_creates, 5);
     }
 
     #[test]
@@ -1170,9 +1288,13 @@ mod tests {
             max_wait = "90s"
             [media]
             allow_private_urls = true
+            max_download_bytes = 1048576
+            fetch_timeout = "2m"
             [pacing]
             messages_per_second = 0.5
             burst = 10
+            daily_friend_adds = 0
+            daily_group_creates = 2
             "#,
         );
         assert_eq!(c.agent.machine_id, "box-7");
@@ -1206,8 +1328,12 @@ mod tests {
         assert_eq!(c.qr.max_refreshes, 2);
         assert_eq!(c.qr.max_wait, Duration::from_secs(90));
         assert!(c.media.allow_private_urls);
+        assert_eq!(c.media.max_download_bytes, 1_048_576);
+        assert_eq!(c.media.fetch_timeout, Duration::from_secs(120));
         assert_eq!(c.pacing.messages_per_second, 0.5);
         assert_eq!(c.pacing.burst, 10);
+        assert_eq!(c.pacing.daily_friend_adds, 0);
+        assert_eq!(c.pacing.daily_group_creates, 2);
     }
 
     #[test]
@@ -1215,6 +1341,29 @@ mod tests {
         assert_eq!(
             problem("[control]\npoll_interval = \"fast\"\n"),
             r#"/etc/wxagent.toml: [control] poll_interval: expected a duration such as "5s" or "2m", got "fast""#
+        );
+    }
+
+    #[test]
+    fn spool_limits_take_bytes_and_counts() {
+        assert_eq!(valid("").spool, Config::defaults().spool);
+        let c = valid("[spool]\nmax_bytes = 67108864\nmax_events = 5000\n");
+        assert_eq!(c.spool.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.spool.max_events, 5000);
+        assert_eq!(
+            problem("[spool]\nmax_bytes = 1000\n"),
+            "/etc/wxagent.toml: [spool] max_bytes: must be at least 65536 (64 KiB), got 1000"
+        );
+        for bad in ["-1", "0", "\"256 MiB\"", "1.5"] {
+            let p = problem(&format!("[spool]\nmax_bytes = {bad}\n"));
+            assert!(p.contains("[spool] max_bytes: "), "{p}");
+        }
+        let p = problem("[spool]\nmax_events = 0\n");
+        assert!(p.contains("[spool] max_events: must be at least 1"), "{p}");
+        assert!(
+            Config::defaults()
+                .summary()
+                .contains("[spool]\nmax_bytes = 268435456\nmax_events = 1000000\n")
         );
     }
 
@@ -1309,6 +1458,55 @@ mod tests {
             p.ends_with("must be at most 4294967295, got 5000000000"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn daily_caps_accept_zero_but_not_negatives() {
+        for key in ["daily_friend_adds", "daily_group_creates"] {
+            let c = valid(&format!("[pacing]\n{key} = 0\n"));
+            let got = match key {
+                "daily_friend_adds" => c.pacing.daily_friend_adds,
+                _ => c.pacing.daily_group_creates,
+            };
+            assert_eq!(got, 0, "{key}");
+            let p = problem(&format!("[pacing]\n{key} = -1\n"));
+            assert_eq!(
+                p,
+                format!("{ORIGIN}: [pacing] {key}: must be 0 or more, got -1")
+            );
+            let p = problem(&format!("[pacing]\n{key} = \"ten\"\n"));
+            assert!(
+                p.ends_with("expected a whole number ≥ 0, got \"ten\""),
+                "{p}"
+            );
+            let p = problem(&format!("[pacing]\n{key} = 5000000000\n"));
+            assert!(
+                p.ends_with("must be at most 4294967295, got 5000000000"),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn media_download_limits_are_checked() {
+        let p = problem("[media]\nmax_download_bytes = 0\n");
+        assert_eq!(
+            p,
+            format!("{ORIGIN}: [media] max_download_bytes: must be at least 1, got 0")
+        );
+        let p = problem("[media]\nmax_download_bytes = \"25MiB\"\n");
+        assert!(
+            p.ends_with("expected a number of bytes such as 26214400 (25 MiB), got \"25MiB\""),
+            "{p}"
+        );
+        let p = problem("[media]\nfetch_timeout = \"0s\"\n");
+        assert!(
+            p.contains("[media] fetch_timeout: must be more than 0"),
+            "{p}"
+        );
+        let c = valid("[media]\nmax_download_bytes = 1\nfetch_timeout = \"250ms\"\n");
+        assert_eq!(c.media.max_download_bytes, 1);
+        assert_eq!(c.media.fetch_timeout, Duration::from_millis(250));
     }
 
     #[test]
@@ -1525,7 +1723,7 @@ mod tests {
         assert_eq!(
             p,
             format!(
-                "{ORIGIN}: [zebra]: unknown section; known sections: agent, control, wechat, qr, media, pacing"
+                "{ORIGIN}: [zebra]: unknown section; known sections: agent, control, wechat, qr, spool, media, pacing"
             )
         );
         let p = problem("[control]\npoll_intervall = \"5s\"\n");

@@ -56,6 +56,9 @@ pub fn init(verbosity: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
+        // A failed write is not reported on stderr: when stderr is the broken pipe (the
+        // reader is gone), `eprintln!` would panic the task that logged.
+        .log_internal_errors(false)
         .try_init()
         .is_ok();
     if let (true, Some(complaint)) = (installed, complaint) {
@@ -75,6 +78,9 @@ pub fn init_child(verbosity: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_env_filter(filter)
+        // The supervisor reads our stderr; once it is gone every write fails, and reporting
+        // that on stderr would panic the logging task (e.g. the one that starts the drain).
+        .log_internal_errors(false)
         .try_init()
         .is_ok();
     if let (true, Some(complaint)) = (installed, complaint) {

@@ -5,8 +5,10 @@
 
 use super::events::{Account, AccountOp, MentionStyle, OpResult, WorkerCommand, WorkerEvent};
 use super::ipc::WorkerMessage;
+use super::pacing::{DailyKind, Pacer};
 use super::reports::{self, Ids};
 use super::state::{LogoutReason, Outcome};
+use crate::control::delivery::DeliveryHandle;
 use crate::control::envelope::{Ack, ExitFlags, RawTask, action};
 use crate::control::reports::{
     ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, MemberChange,
@@ -16,8 +18,9 @@ use crate::control::reports::{
 use crate::control::reports::{RoomData, RoomMemberInfo, UserInfoReport};
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
+use crate::control::spool::Spool;
 use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
-use crate::control::{ControlClient, ControlError, PostOptions};
+use crate::control::{ControlClient, ControlError};
 use crate::wechat::contact::{ContactBook, ContactKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,16 @@ pub struct BridgeSettings {
     pub poll_interval: Duration,
     /// How long contact changes are batched before one `report_contact_update`.
     pub contact_batch: Duration,
+    /// The account's send pacing (shared with the driver, which notes rate limiting).
+    pub pacer: Arc<Pacer>,
+}
+
+/// The durable side of reporting: every report is appended to the session's spool before it is
+/// sent; the delivery task sends the spool in order until the control plane acknowledges each.
+pub struct Outbox {
+    pub spool: Arc<std::sync::Mutex<Spool>>,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub delivery: Arc<DeliveryHandle>,
 }
 
 /// What the control plane said about ending, once the session is over.
@@ -50,11 +63,16 @@ struct LoggedIn {
 
 pub struct Bridge {
     control: ControlClient,
+    outbox: Outbox,
+    /// A report could not be spooled since the last barrier: the driver must not move past it.
+    unspooled: std::sync::atomic::AtomicBool,
     settings: BridgeSettings,
     commands: mpsc::Sender<WorkerCommand>,
     ipc: Ipc,
     logged_in: Option<LoggedIn>,
     refused: bool,
+    /// QR codes shown so far (for `qr_count`).
+    qr_count: u32,
     book: Option<Arc<ContactBook>>,
     updates: Vec<ContactUpdateEntry>,
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
@@ -68,6 +86,7 @@ const REPORT_RETRY: Duration = Duration::from_secs(120);
 impl Bridge {
     pub fn new(
         control: ControlClient,
+        outbox: Outbox,
         settings: BridgeSettings,
         commands: mpsc::Sender<WorkerCommand>,
         ipc: Ipc,
@@ -76,11 +95,14 @@ impl Bridge {
         let (tasks, tasks_rx) = mpsc::channel(256);
         Bridge {
             control,
+            outbox,
+            unspooled: std::sync::atomic::AtomicBool::new(false),
             settings,
             commands,
             ipc,
             logged_in: None,
             refused: false,
+            qr_count: 0,
             book: None,
             updates: Vec::new(),
             tasks,
@@ -97,7 +119,13 @@ impl Bridge {
     }
 
     /// Consumes the session's events until it ends.
-    pub async fn run(mut self, mut events: mpsc::Receiver<WorkerEvent>) -> BridgeEnd {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<WorkerEvent>,
+        acks: Arc<tokio::sync::Mutex<mpsc::Receiver<Ack>>>,
+    ) -> BridgeEnd {
+        // The delivery task outlives one login; this login takes its acks while it runs.
+        let mut acks = acks.lock().await;
         let mut flush = tokio::time::interval(self.settings.contact_batch);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut end = BridgeEnd::default();
@@ -110,6 +138,12 @@ impl Bridge {
                     }
                 }
                 _ = flush.tick() => self.flush_updates().await,
+                Some(ack) = acks.recv() => {
+                    // Reply tasks of delivered reports run without a result (spec A.5).
+                    for t in ack.reply_tasks() {
+                        let _ = self.tasks.send((None, t)).await;
+                    }
+                }
             }
         }
         if let Some(l) = self.logged_in.take() {
@@ -122,32 +156,31 @@ impl Bridge {
         self.post(R::ACTION, wxid, r.to_data()).await
     }
 
-    /// One report, retried on transient failure; its reply tasks are queued for execution.
+    /// One report: appended durably to the spool (delivery sends it). A report that cannot be
+    /// spooled (the spool is full) is logged and blocks the next barrier, so the SyncKey does not
+    /// move past it.
     async fn post(&self, act: &str, wxid: &str, data: serde_json::Value) -> Option<Ack> {
-        let policy = RetryPolicy::until(REPORT_RETRY);
-        match self
-            .control
-            .post_with_retry(
-                act,
-                wxid,
-                data,
-                PostOptions::default(),
-                &policy,
-                &self.cancel,
-            )
-            .await
-        {
-            Ok(ack) => {
-                for t in ack.reply_tasks() {
-                    let _ = self.tasks.send((None, t)).await;
-                }
-                Some(ack)
+        let spool = self.outbox.spool.clone();
+        let (a, w) = (act.to_owned(), wxid.to_owned());
+        let r = tokio::task::spawn_blocking(move || {
+            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
+            g.append(&a, &w, &data).map(|_| ())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => self.outbox.wake.notify_one(),
+            Ok(Err(e)) => {
+                tracing::error!(action = act, error = %e, "report not spooled");
+                self.unspooled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             Err(e) => {
-                tracing::error!(action = act, error = %e, "report not delivered");
-                None
+                tracing::error!(action = act, error = %e, "spool task failed");
+                self.unspooled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
+        None
     }
 
     async fn qr_status(&self, status: QrStatus, qr_count: u32, reason: Option<String>) {
@@ -171,8 +204,19 @@ impl Bridge {
         match ev {
             WorkerEvent::State(_) | WorkerEvent::ScanCancelled => {}
             // Every earlier event has been handled (reported) by now.
-            WorkerEvent::Barrier(b) => b.release(),
+            WorkerEvent::Barrier(b) => {
+                if self
+                    .unspooled
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    // Dropping the barrier tells the driver these events are not safe.
+                    drop(b);
+                } else {
+                    b.release();
+                }
+            }
             WorkerEvent::Qr { png, refresh, .. } => {
+                self.qr_count = refresh;
                 (self.ipc)(WorkerMessage::Qr { refresh });
                 if self.control.can_upload() {
                     let policy = RetryPolicy::until(Duration::from_secs(30));
@@ -216,7 +260,7 @@ impl Bridge {
                 )
                 .await;
             }
-            WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, 0, None).await,
+            WorkerEvent::Scanned => self.qr_status(QrStatus::Scanned, self.qr_count, None).await,
             WorkerEvent::Online { account, contacts } => self.online(account, contacts).await,
             WorkerEvent::Message { message, .. } => {
                 let Some(l) = &self.logged_in else {
@@ -349,11 +393,17 @@ impl Bridge {
     }
 
     async fn online(&mut self, account: Account, contacts: Arc<ContactBook>) {
-        self.qr_status(QrStatus::Confirmed, 0, None).await;
+        self.qr_status(QrStatus::Confirmed, self.qr_count, None)
+            .await;
+        // `login` is sent directly (its answer decides everything); what was spooled before it
+        // goes first, so the control plane sees the session's reports in order.
+        if !self.outbox.delivery.drained(Duration::from_secs(10)).await {
+            tracing::warn!("QR status reports still pending; logging in anyway");
+        }
         let data = LoginData {
             nickname: account.nickname.clone(),
             wx_alias: account.alias.clone(),
-            head_img: account.head_img_url.clone(),
+            head_img: reports::head_img(&account.head_img_url),
             client_version: env!("CARGO_PKG_VERSION").to_owned(),
             nonce: new_nonce(),
             local_ip: String::new(),
@@ -408,6 +458,7 @@ impl Bridge {
                 ipc: self.ipc.clone(),
                 wxid: account.wxid.clone(),
                 user_name: account.user_name.clone(),
+                pacer: self.settings.pacer.clone(),
                 flag_report_contact: ack.flag_report_contact,
             };
             tokio::spawn(exec.run(rx, stop_tasks.clone()));
@@ -442,6 +493,15 @@ impl Bridge {
             Outcome::Abandoned { qr_count } => {
                 self.qr_status(QrStatus::Abandoned, *qr_count, Some(outcome.to_string()))
                     .await;
+                return None;
+            }
+            Outcome::Stopped => {
+                self.qr_status(
+                    QrStatus::Failed,
+                    0,
+                    Some("stopped before login (the agent is shutting down)".into()),
+                )
+                .await;
                 return None;
             }
             Outcome::LoginFailed { detail } => {
@@ -484,6 +544,12 @@ impl Bridge {
         };
         if let Some(l) = &self.logged_in {
             l.stop_tasks.cancel();
+        }
+        // Everything reported before the logout goes first (order per session).
+        if !self.outbox.delivery.drained(Duration::from_secs(15)).await {
+            tracing::warn!(
+                "reports still pending in the spool at logout; they go out on the next start"
+            );
         }
         match self.control.logout(&wxid, &data).await {
             Ok(flags) => Some(flags),
@@ -540,6 +606,7 @@ struct Executor {
     wxid: String,
     user_name: String,
     flag_report_contact: u32,
+    pacer: Arc<Pacer>,
 }
 
 impl Executor {
@@ -582,6 +649,17 @@ impl Executor {
 
     /// Runs one task. `Ok(None)` means someone else reports the result.
     async fn execute(&self, task: Task, task_id: Option<&str>) -> Result<Option<()>, String> {
+        // The strictly limited operations count against the daily caps (spec §8).
+        let daily = match &task {
+            Task::AddRoomMemberAsFriend { .. } | Task::AcceptFriendRequest { .. } => {
+                Some(DailyKind::FriendAdd)
+            }
+            Task::CreateRoom { .. } => Some(DailyKind::GroupCreate),
+            _ => None,
+        };
+        if let Some(kind) = daily {
+            self.pacer.take_daily(kind).map_err(|e| e.to_string())?;
+        }
         match task {
             Task::SendMessages {
                 to,
@@ -665,7 +743,7 @@ impl Executor {
                             } else {
                                 ids.of(&g.owner_user_name)
                             },
-                            head_img: g.head_img_url.clone(),
+                            head_img: reports::head_img(&g.head_img_url),
                             member_count: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
                             member_info_list: g
                                 .members
@@ -811,6 +889,7 @@ impl Executor {
         mentions: Vec<String>,
         style: MentionStyle,
     ) -> Result<(), String> {
+        self.pacer.acquire().await.map_err(|e| e.to_string())?;
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(WorkerCommand::SendText {

@@ -5,6 +5,7 @@
 use super::events::{
     Account, Barrier, MentionStyle, SendReceipt, WorkerCommand, WorkerEvent, compose_mentions,
 };
+use super::pacing::{Pacer, is_rate_limit_notice};
 use super::persist;
 use super::qr;
 use super::state::{LogoutReason, Outcome, SessionState};
@@ -25,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// What the owner wants from this session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionSpec {
     pub session_id: String,
     /// On shutdown, log the account out (foreground Ctrl-C) or keep it for a resume (drain).
     pub logout_on_shutdown: bool,
+    /// Send pacing shared with whoever issues sends (the task executor, the console).
+    pub pacer: Arc<Pacer>,
 }
 
 /// Runs one session to its end.
@@ -301,11 +304,7 @@ impl Session<'_> {
         let redirect_uri = match end {
             Ok(LoginEnd::Confirmed { redirect_uri }) => redirect_uri,
             Ok(LoginEnd::Abandoned { qr_count }) => return Err(Outcome::Abandoned { qr_count }),
-            Ok(LoginEnd::Cancelled) => {
-                return Err(Outcome::LoginFailed {
-                    detail: "stopped before login".into(),
-                });
-            }
+            Ok(LoginEnd::Cancelled) => return Err(Outcome::Stopped),
             Err(e) => {
                 return Err(Outcome::LoginFailed {
                     detail: e.to_string(),
@@ -376,7 +375,7 @@ impl Session<'_> {
         loop {
             let r = tokio::select! {
                 r = f(&self.client) => r,
-                () = self.shutdown.cancelled() => return Err(Outcome::LoginFailed { detail: format!("stopped during {what}") }),
+                () = self.shutdown.cancelled() => return Err(Outcome::Stopped),
             };
             match r {
                 Ok(v) => return Ok(v),
@@ -398,7 +397,7 @@ impl Session<'_> {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => return Err(Outcome::LoginFailed { detail: format!("stopped during {what}") }),
+                        () = self.shutdown.cancelled() => return Err(Outcome::Stopped),
                     }
                 }
             }
@@ -458,7 +457,7 @@ impl Session<'_> {
                     tokio::select! {
                         step = &mut fut => break step,
                         Some(cmd) = self.commands.recv() => {
-                            if let Some(outcome) = Self::command(&self.client, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
+                            if let Some(outcome) = Self::command(&self.client, &self.spec.pacer, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
                                 // Logout and refusal both sent webwxlogout.
                                 self.logged_out_remote = true;
                                 return outcome;
@@ -475,7 +474,15 @@ impl Session<'_> {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     self.emit(WorkerEvent::Barrier(Barrier(tx))).await;
                     if rx.await.is_err() {
-                        tracing::warn!("events were not confirmed safe; keeping the old sync key");
+                        // Not spooled (the spool is full): keep the key so nothing is skipped,
+                        // and do not spin on the same batch.
+                        tracing::warn!(
+                            "events were not confirmed safe; keeping the old sync key and retrying in 5 s"
+                        );
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            () = self.shutdown.cancelled() => {}
+                        }
                         continue;
                     }
                     self.client.commit_sync_keys(keys);
@@ -511,6 +518,7 @@ impl Session<'_> {
     /// Serves one command. Returns an outcome when the command ends the session.
     async fn command(
         client: &WebClient,
+        pacer: &Pacer,
         mut book: Option<&mut ContactBook>,
         events: &mpsc::Sender<WorkerEvent>,
         recent: &mut RecentIds,
@@ -522,6 +530,7 @@ impl Session<'_> {
                     Some(b) => super::ops::perform(client, b, op).await,
                     None => Err("not logged in yet".into()),
                 };
+                let result = result.map_err(|e| note_rate_limit(pacer, e));
                 let _ = reply.send(result);
                 None
             }
@@ -533,7 +542,11 @@ impl Session<'_> {
                 reply,
             } => {
                 let book = book.as_deref();
-                let sent = match resolve_target(client, book, &to) {
+                let target = match book {
+                    Some(b) => super::ops::resolve(client, b, &to),
+                    None => Err("not logged in yet".to_owned()),
+                };
+                let sent = match target {
                     Ok(user_name) => {
                         let content =
                             with_mentions(client, book, &user_name, &text, &mentions, style);
@@ -541,7 +554,7 @@ impl Session<'_> {
                             .send_text(&user_name, &content)
                             .await
                             .map(|s| (user_name, content, s))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| note_rate_limit(pacer, e.to_string()))
                     }
                     Err(e) => Err(e),
                 };
@@ -637,6 +650,15 @@ impl Session<'_> {
                 continue;
             }
             let message = parse_message(raw, &book);
+            if let MessageKind::System { text } = &message.kind
+                && is_rate_limit_notice(text)
+            {
+                let pause = self.spec.pacer.rate_limited();
+                tracing::warn!(
+                    pause_s = pause.as_secs(),
+                    "the server says we send too often; pausing sends"
+                );
+            }
             let line = message.one_line(&book);
             if let Chat::Group { .. } = message.chat {
                 tracing::trace!(msg_id = %message.msg_id, "group message");
@@ -741,6 +763,19 @@ fn group_sender(content: &str) -> Option<&str> {
     sender.starts_with('@').then_some(sender)
 }
 
+/// A send answered Ret 1205 pauses every send of the account (spec §8).
+fn note_rate_limit(pacer: &Pacer, e: String) -> String {
+    if e.contains("Ret 1205") {
+        let pause = pacer.rate_limited();
+        format!(
+            "{e} (rate limited: sending paused for {} s)",
+            pause.as_secs()
+        )
+    } else {
+        e
+    }
+}
+
 /// The typed message for a text this client sent, as the server would echo it.
 fn sent_message(client: &WebClient, to: &str, content: &str, msg_id: &str) -> Message {
     let me = client.self_user_name();
@@ -812,32 +847,6 @@ fn with_mentions(
         })
         .collect();
     compose_mentions(text, &names, style)
-}
-
-/// Turns a send target into a UserName: a UserName as is, the own wxid, `filehelper`, or a
-/// unique remark / nickname / alias.
-fn resolve_target(
-    client: &WebClient,
-    book: Option<&ContactBook>,
-    to: &str,
-) -> Result<String, String> {
-    if to.starts_with('@') || to == "filehelper" {
-        return Ok(to.to_owned());
-    }
-    if to == client.uin() {
-        return Ok(client.self_user_name());
-    }
-    let Some(book) = book else {
-        return Err("not logged in yet".into());
-    };
-    match book.find_by_name(to).as_slice() {
-        [one] => Ok(one.user_name.clone()),
-        [] => Err(format!("no contact named {to:?}")),
-        many => Err(format!(
-            "{} contacts are named {to:?}; use the UserName",
-            many.len()
-        )),
-    }
 }
 
 /// The last N message ids, to drop re-deliveries (the server re-sends after a stale key).

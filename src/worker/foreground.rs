@@ -5,11 +5,13 @@
 
 use super::driver::{self, SessionSpec};
 use super::events::{WorkerCommand, WorkerEvent};
+use super::pacing::Pacer;
 use super::qr;
 use super::state::{LogoutReason, Outcome};
 use crate::config::Config;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -17,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(config: Config, session_id: String, shutdown: CancellationToken) -> Outcome {
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let pacer = Arc::new(Pacer::new(&config.pacing));
     let spec = SessionSpec {
         session_id: session_id.clone(),
         logout_on_shutdown: true,
+        pacer: pacer.clone(),
     };
     let session_dir = config.agent.state_dir.join("sessions").join(&session_id);
     let driver = {
@@ -29,7 +33,7 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
     };
     // stdin commands; when stdin closes we just stop reading (the session goes on).
     let out = Printer::new();
-    let stdin_task = tokio::spawn(read_commands(cmd_tx, out.clone()));
+    let stdin_task = tokio::spawn(read_commands(cmd_tx, out.clone(), pacer));
     let interactive = std::io::stdout().is_terminal();
     while let Some(ev) = ev_rx.recv().await {
         // Printed lines are all a foreground session keeps: safe once shown.
@@ -170,7 +174,7 @@ fn save_png(dir: &Path, png: &[u8]) -> Option<PathBuf> {
 
 const HELP: &str = "commands: send <to> <text> | logout | help   (<to>: UserName, remark, nickname or alias; quote names with spaces)";
 
-async fn read_commands(commands: mpsc::Sender<WorkerCommand>, out: Printer) {
+async fn read_commands(commands: mpsc::Sender<WorkerCommand>, out: Printer, pacer: Arc<Pacer>) {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
@@ -187,6 +191,10 @@ async fn read_commands(commands: mpsc::Sender<WorkerCommand>, out: Printer) {
                     .await;
             }
             Ok(Parsed::Send { to, text }) => {
+                if let Err(e) = pacer.acquire().await {
+                    out.line(&format!("error: send to {to}: {e}"));
+                    continue;
+                }
                 let (tx, rx) = oneshot::channel();
                 if commands
                     .send(WorkerCommand::SendText {

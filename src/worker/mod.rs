@@ -1,13 +1,16 @@
-//! One session (one account): lifecycle types, the driver loop, QR rendering, the foreground
-//! runner behind `wxagent --qr_session ID` and the pipe protocol to the supervisor.
+//! One session (one account): lifecycle types, the driver loop, QR rendering, send pacing,
+//! fetching task URLs, the foreground runner behind `wxagent --qr_session ID` and the pipe
+//! protocol to the supervisor.
 
 pub mod bridge;
 pub mod driver;
 pub mod events;
+pub mod fetch;
 pub mod foreground;
 pub mod ipc;
 pub mod media;
 pub mod ops;
+pub mod pacing;
 pub mod persist;
 pub mod qr;
 pub mod reports;

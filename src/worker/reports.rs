@@ -209,6 +209,23 @@ pub fn friend_request(m: &Message) -> Option<FriendAddRequest> {
     }
 }
 
+/// A contact's avatar reference without the session's `skey` (a secret, DESIGN §3.7) — the web
+/// path with its other parameters, which identifies the avatar for a later download.
+pub fn head_img(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.to_ascii_lowercase().starts_with("skey="))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
 fn sex(s: i64) -> u8 {
     match s {
         1 => 1,
@@ -223,7 +240,7 @@ pub fn user_info(c: &Contact) -> UserInfo {
         wx_alias: c.alias.clone(),
         nickname: c.nick_name.clone(),
         remark_name: c.remark_name.clone(),
-        head_img: c.head_img_url.clone(),
+        head_img: head_img(&c.head_img_url),
         sex: sex(c.sex),
         country: String::new(),
         province: c.province.clone(),
@@ -242,7 +259,7 @@ pub fn group_info(c: &Contact, ids: &Ids<'_>) -> GroupInfo {
             ids.of(&c.owner_user_name)
         },
         member_count: u32::try_from(c.member_count.max(c.members.len() as i64)).unwrap_or(0),
-        head_img: c.head_img_url.clone(),
+        head_img: head_img(&c.head_img_url),
         member_wxid_list: c.members.iter().map(|m| ids.of(&m.user_name)).collect(),
     }
 }
@@ -251,7 +268,7 @@ pub fn public_info(c: &Contact) -> PublicInfo {
     PublicInfo {
         wxid: c.user_name.clone(),
         nickname: c.nick_name.clone(),
-        head_img: c.head_img_url.clone(),
+        head_img: head_img(&c.head_img_url),
     }
 }
 
@@ -278,4 +295,20 @@ pub fn contact_report(book: &ContactBook, ids: &Ids<'_>, flag: u32) -> ContactRe
         book.groups().map(|g| group_info(g, ids)).collect(),
         book.officials().map(public_info).collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_img_drops_the_skey() {
+        assert_eq!(
+            head_img("/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1&username=@a&skey=@crypt_x_y"),
+            "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1&username=@a"
+        );
+        assert_eq!(head_img("/x?skey=1"), "/x");
+        assert_eq!(head_img("/x?SKey=1&a=2"), "/x?a=2");
+        assert_eq!(head_img(""), "");
+    }
 }

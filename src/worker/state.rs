@@ -149,6 +149,8 @@ pub enum Outcome {
     LoginFailed { detail: String },
     /// The control plane refused the account (non-zero error_code or signature failure).
     ControlRefused { detail: String },
+    /// Stopped on request (Ctrl-C, SIGTERM, supervisor gone) before the account logged in.
+    Stopped,
 }
 
 impl Outcome {
@@ -158,6 +160,7 @@ impl Outcome {
             Outcome::Abandoned { .. } => WorkerExit::QrAbandoned,
             Outcome::LoginFailed { .. } => WorkerExit::LoginFailed,
             Outcome::ControlRefused { .. } => WorkerExit::ControlRefused,
+            Outcome::Stopped => WorkerExit::Ok,
         }
     }
 }
@@ -173,6 +176,7 @@ impl fmt::Display for Outcome {
             Outcome::ControlRefused { detail } => {
                 write!(f, "refused by the control plane: {detail}")
             }
+            Outcome::Stopped => f.write_str("stopped before login"),
         }
     }
 }

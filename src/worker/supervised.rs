@@ -4,14 +4,18 @@
 //! the control plane hears `logout` with reason `shutdown`, and the account is logged out of
 //! WeChat only if it answers `exit_wechat`.
 
-use super::bridge::{Bridge, BridgeSettings, Ipc};
+use super::bridge::{Bridge, BridgeSettings, Ipc, Outbox};
 use super::driver::{self, SessionSpec};
 use super::events::{WorkerCommand, WorkerEvent};
 use super::ipc::WorkerMessage;
+use super::pacing::Pacer;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::config::Config;
 use crate::control::ControlClient;
+use crate::control::delivery;
+use crate::control::envelope::Ack;
 use crate::control::reports::LogoutData;
+use crate::control::spool::Spool;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,8 +76,43 @@ async fn serve(
             };
         }
     };
-    loop {
-        let outcome = one_login(config, session_id, &control, &machine_id, ipc, shutdown).await;
+    // The spool outlives a login: what was not delivered goes out on the next start.
+    let spool_dir = super::persist::session_dir(&config.agent.state_dir, session_id).join("spool");
+    let spool = match Spool::open(&spool_dir, session_id, (&config.spool).into()) {
+        Ok(s) => Arc::new(std::sync::Mutex::new(s)),
+        Err(e) => {
+            return Outcome::LoginFailed {
+                detail: format!("report spool: {e}"),
+            };
+        }
+    };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let delivery_stop = CancellationToken::new();
+    let (delivery, acks) = delivery::start(
+        spool.clone(),
+        control.clone(),
+        wake.clone(),
+        delivery_stop.clone(),
+    );
+    let delivery = Arc::new(delivery);
+    let acks = Arc::new(tokio::sync::Mutex::new(acks));
+    let outcome = loop {
+        let outbox = Outbox {
+            spool: spool.clone(),
+            wake: wake.clone(),
+            delivery: delivery.clone(),
+        };
+        let outcome = one_login(
+            config,
+            session_id,
+            &control,
+            &machine_id,
+            ipc,
+            shutdown,
+            outbox,
+            acks.clone(),
+        )
+        .await;
         let (outcome, flags) = outcome;
         // `exit_wehub: 0` keeps the worker for a new login of the same QR session (WeHub's
         // client stays up after a logout); anything that was not a logout ends it.
@@ -81,12 +120,22 @@ async fn serve(
             && flags.is_some_and(|f| !f.exit_wehub)
             && !shutdown.is_cancelled();
         if !again {
-            return outcome;
+            break outcome;
         }
         tracing::info!("control plane asked to stay (exit_wehub = 0): starting a new login");
+    };
+    // Give the last reports a moment; whatever stays in the spool is sent by the next worker.
+    if !delivery.drained(Duration::from_secs(10)).await {
+        tracing::warn!(
+            pending = spool.lock().map(|s| s.len()).unwrap_or(0),
+            "reports left in the spool for the next start"
+        );
     }
+    delivery_stop.cancel();
+    outcome
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn one_login(
     config: &Config,
     session_id: &str,
@@ -94,15 +143,19 @@ async fn one_login(
     machine_id: &str,
     ipc: &Ipc,
     shutdown: &CancellationToken,
+    outbox: Outbox,
+    acks: Arc<tokio::sync::Mutex<mpsc::Receiver<Ack>>>,
 ) -> (Outcome, Option<crate::control::envelope::ExitFlags>) {
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (bridge_tx, bridge_rx) = mpsc::channel(1024);
     // The driver stops on its own token: on shutdown we first ask the control plane.
     let driver_stop = CancellationToken::new();
+    let pacer = Arc::new(Pacer::new(&config.pacing));
     let spec = SessionSpec {
         session_id: session_id.to_owned(),
         logout_on_shutdown: false,
+        pacer: pacer.clone(),
     };
     let driver = {
         let config = config.clone();
@@ -114,16 +167,18 @@ async fn one_login(
         machine_id: machine_id.to_owned(),
         poll_interval: config.control.poll_interval,
         contact_batch: Duration::from_secs(10),
+        pacer,
     };
     let bridge_cancel = CancellationToken::new();
     let bridge = Bridge::new(
         control.clone(),
+        outbox,
         settings,
         cmd_tx.clone(),
         ipc.clone(),
         bridge_cancel.clone(),
     );
-    let bridge_task = tokio::spawn(bridge.run(bridge_rx));
+    let bridge_task = tokio::spawn(bridge.run(bridge_rx, acks));
     let mut online: Option<String> = None;
     let mut draining = false;
     loop {

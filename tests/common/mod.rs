@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: start the real `wxagent sim` binary on loopback,
-//! drive its test-control API, write a config for it and run `wxagent --qr_session` against it,
-//! watching the worker's output lines. No fixed sleeps: every wait polls a condition with a
+//! drive its test-control APIs (`/__sim/` and the reference control plane's `/__cp/`), write a
+//! config for it and run `wxagent --qr_session` or `wxagent run` against it, watching their
+//! output lines and the process table. No fixed sleeps: every wait polls a condition with a
 //! generous deadline.
 
 #![allow(dead_code)]
@@ -307,4 +308,453 @@ impl Drop for Worker {
 /// Whether a process with this pid still exists (zombies included).
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference control plane (`/__cp/` on the simulator's listener).
+
+impl Sim {
+    /// GET returning the raw body (a PNG, a text page).
+    pub fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
+        let status = r.status();
+        let bytes = r.bytes().unwrap().to_vec();
+        assert!(status.is_success(), "GET {path}: {status}");
+        bytes
+    }
+
+    /// Queues a task for `wxid` ("" = the agent) via `pull` or `reply`; returns its task id.
+    pub fn queue_task(&self, wxid: &str, task_type: i64, task_dict: Value, via: &str) -> String {
+        self.post(
+            "/__cp/tasks",
+            json!({"wxid": wxid, "task_type": task_type, "task_dict": task_dict, "via": via}),
+        )["task_id"]
+            .as_str()
+            .expect("task_id")
+            .to_owned()
+    }
+
+    /// Queues task 200 for the agent (pull) and returns its task id.
+    pub fn queue_qr_task(&self, qr_session_id: &str) -> String {
+        self.queue_task("", 200, json!({"qrcode_session_id": qr_session_id}), "pull")
+    }
+
+    /// Every callback request with this action so far, oldest first.
+    pub fn requests(&self, action: &str) -> Vec<Value> {
+        self.get(&format!("/__cp/requests?action={action}"))["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every callback request so far, oldest first.
+    pub fn all_requests(&self) -> Vec<Value> {
+        self.get("/__cp/requests")["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until a request with this action satisfies `pred` and returns it.
+    pub fn wait_request(&self, what: &str, action: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, || self.requests(action).into_iter().find(|r| pred(r)))
+    }
+
+    /// The `data.msg` units of every `report_new_msg` so far.
+    pub fn reported_messages(&self) -> Vec<Value> {
+        self.requests("report_new_msg")
+            .into_iter()
+            .map(|r| r["data"]["msg"].clone())
+            .collect()
+    }
+
+    /// Waits until a reported message unit satisfies `pred` and returns it.
+    pub fn wait_reported_message(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, || {
+            self.reported_messages().into_iter().find(|m| pred(m))
+        })
+    }
+
+    pub fn qr_sessions(&self) -> Vec<Value> {
+        self.get("/__cp/qr_sessions")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn qr_session(&self, id: &str) -> Option<Value> {
+        self.qr_sessions()
+            .into_iter()
+            .find(|s| s["qr_session_id"] == id)
+    }
+
+    /// Waits until the control plane's record of QR session `id` satisfies `pred`.
+    pub fn wait_qr_session(&self, what: &str, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, || self.qr_session(id).filter(|s| pred(s)))
+    }
+
+    /// The statuses reported for QR session `id`, in order.
+    pub fn qr_statuses(&self, id: &str) -> Vec<String> {
+        self.qr_session(id)
+            .and_then(|s| s["status_history"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["status"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The latest QR PNG uploaded for session `id`.
+    pub fn qr_png(&self, id: &str) -> Vec<u8> {
+        self.get_bytes(&format!("/__cp/qr_sessions/{id}/png"))
+    }
+
+    /// Decodes the latest QR PNG of session `id` and checks it shows the simulator's login URL
+    /// `<base>/l/<uuid>` for a uuid the simulator lists as pending and waiting; returns that uuid.
+    pub fn uploaded_qr_uuid(&self, id: &str) -> String {
+        let content = decode_qr(&self.qr_png(id));
+        let prefix = format!("{}/l/", self.base);
+        let uuid = content
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("QR content {content:?} is not under {prefix}"))
+            .to_owned();
+        let pending = self.get("/__sim/qr");
+        let listed = pending["pending"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|q| q["uuid"] == uuid && q["state"] == "waiting")
+        });
+        assert!(
+            listed,
+            "uuid {uuid} of the uploaded QR is not pending: {pending}"
+        );
+        uuid
+    }
+
+    pub fn task_results(&self) -> Value {
+        self.get("/__cp/task_results")["results"].clone()
+    }
+
+    /// Waits for the `report_task_result` of `task_id` and returns the record.
+    pub fn wait_task_result(&self, task_id: &str) -> Value {
+        wait_until(&format!("the result of {task_id}"), || {
+            let r = self.task_results()[task_id].clone();
+            (!r.is_null()).then_some(r)
+        })
+    }
+
+    /// Changes the control plane's behaviour (`/__cp/mode`).
+    pub fn set_mode(&self, patch: Value) -> Value {
+        self.post("/__cp/mode", patch)
+    }
+
+    /// A contact of account `uin` by nickname (from `/__sim/accounts/<uin>`).
+    pub fn contact(&self, uin: u64, nickname: &str) -> Value {
+        let account = self.account(uin);
+        account["contacts"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["nickname"] == nickname).cloned())
+            .unwrap_or_else(|| panic!("no contact {nickname:?} in {account}"))
+    }
+
+    /// The UserName of a contact of account `uin`, by nickname.
+    pub fn user_name(&self, uin: u64, nickname: &str) -> String {
+        self.contact(uin, nickname)["user_name"]
+            .as_str()
+            .expect("user_name")
+            .to_owned()
+    }
+}
+
+/// Decodes the single QR code in a PNG.
+pub fn decode_qr(png: &[u8]) -> String {
+    let image = image::load_from_memory(png)
+        .expect("the upload is an image")
+        .to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "expected one QR code in the PNG");
+    grids[0].decode().expect("the QR code decodes").1
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supervisor (`wxagent run`).
+
+/// What a supervisor config says besides the fixed parts (see [`TestConfig::supervisor`]).
+pub struct SupervisorSettings {
+    /// `[agent] admin_listen`; port 0 is fine unless the test runs `wxagent status`.
+    pub admin_listen: String,
+    pub max_sessions: usize,
+    /// Extra lines for `[control]` (e.g. `secret_key = "..."`).
+    pub control: String,
+    /// Appended after `[wechat]`: more `[wechat]` keys, then other sections.
+    pub extra: String,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            admin_listen: "127.0.0.1:0".into(),
+            max_sessions: 10,
+            control: String::new(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// The `[agent] machine_id` of supervisor configs; workers report `<this>_<pid>`.
+pub const MACHINE_ID: &str = "e2e-host";
+
+impl TestConfig {
+    /// A config for `wxagent run` against `sim` and its reference control plane.
+    pub fn supervisor(sim: &Sim, s: &SupervisorSettings) -> TestConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxagent.toml");
+        let state = dir.path().join("state");
+        let text = format!(
+            "[agent]\nmachine_id = \"{MACHINE_ID}\"\nstate_dir = {state:?}\nmax_sessions = {max}\nadmin_listen = \"{admin}\"\n\n\
+             [control]\ncallback_url = \"{base}/wehub/callback\"\nupload_url = \"{base}/wehub/upload\"\n\
+             poll_interval = \"200ms\"\ntimeout = \"10s\"\n{control}\n\n\
+             [wechat]\nlogin_url = \"{base}\"\nrequest_timeout = \"10s\"\nlongpoll_timeout = \"30s\"\nnetwork_give_up = \"2m\"\n{extra}\n",
+            state = state.display().to_string(),
+            max = s.max_sessions,
+            admin = s.admin_listen,
+            base = sim.base,
+            control = s.control,
+            extra = s.extra,
+        );
+        std::fs::write(&path, text).unwrap();
+        TestConfig { dir, path }
+    }
+}
+
+/// A loopback port that was free a moment ago (for `wxagent status`, which needs a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// A running `wxagent run` with its log lines (workers' logs are relayed into them).
+pub struct Supervisor {
+    child: Child,
+    pub err: Lines,
+    /// The bound admin API address, read from the start-up log line.
+    pub admin: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Supervisor {
+    /// Starts the supervisor and waits until its admin API listens.
+    pub fn start(config: &Path) -> Supervisor {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,wxagent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wxagent run");
+        let err = Lines::default();
+        err.spawn_reader(child.stderr.take().unwrap(), "supervisor");
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .unwrap();
+        let mut sup = Supervisor {
+            child,
+            err,
+            admin: String::new(),
+            http,
+        };
+        let line = sup.err.wait_for("the admin API line", |l| {
+            l.contains("admin API listening") && l.contains("addr=")
+        });
+        sup.admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect("addr field")
+            .to_owned();
+        sup
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the supervisor to exit and returns its status (it is reaped).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_until("the supervisor to exit", || self.child.try_wait().unwrap())
+    }
+
+    /// `GET /status` of the admin API.
+    pub fn status(&self) -> Value {
+        let r = self
+            .http
+            .get(format!("http://{}/status", self.admin))
+            .send()
+            .expect("admin API answers");
+        assert!(r.status().is_success(), "GET /status: {}", r.status());
+        r.json().expect("status is json")
+    }
+
+    pub fn sessions(&self) -> Vec<Value> {
+        self.status()["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn session(&self, id: &str) -> Option<Value> {
+        self.sessions().into_iter().find(|s| s["id"] == id)
+    }
+
+    /// Waits until session `id` is listed and satisfies `pred`; returns its status entry.
+    pub fn wait_session(&self, what: &str, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, || self.session(id).filter(|s| pred(s)))
+    }
+
+    /// Waits until session `id` has a worker process and returns its pid.
+    pub fn worker_pid(&self, id: &str) -> u32 {
+        let s = self.wait_session(&format!("a worker for {id}"), id, |s| s["pid"].is_u64());
+        s["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// Waits until session `id` is no longer listed (its worker was reaped).
+    pub fn wait_session_gone(&self, id: &str) {
+        wait_until(&format!("session {id} to end"), || {
+            self.session(id).is_none().then_some(())
+        });
+    }
+
+    /// The supervisor's child processes, from the process table.
+    pub fn children(&self) -> Vec<ProcStat> {
+        children_of(self.pid())
+    }
+
+    /// Asserts that none of the supervisor's children is a zombie and none of `pids` is left.
+    pub fn assert_reaped(&self, pids: &[u32]) {
+        let zombies: Vec<ProcStat> = self
+            .children()
+            .into_iter()
+            .filter(|c| c.state == 'Z')
+            .collect();
+        assert!(zombies.is_empty(), "unreaped children: {zombies:?}");
+        for &pid in pids {
+            assert!(
+                !process_exists(pid),
+                "process {pid} is still there: {:?}",
+                proc_stat(pid)
+            );
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // A failed test: let it drain its workers like an operator would, within bounds.
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own, not yet reaped child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One line of `/proc/<pid>/stat`, the fields the tests need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    pub comm: String,
+    /// R, S, D, Z, T, …
+    pub state: char,
+    pub ppid: u32,
+    pub pgrp: i32,
+}
+
+/// Reads `/proc/<pid>/stat`; None when the process is gone.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or parentheses.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let mut rest = text.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Every process whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .filter(|p| p.ppid == ppid)
+        .collect()
+}
+
+/// Every process in process group `pgrp` (a worker runs in its own group).
+pub fn processes_in_group(pgrp: u32) -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .filter(|p| i64::from(p.pgrp) == i64::from(pgrp))
+        .collect()
+}
+
+/// Whether `pid` is a live process (a zombie waiting for someone else's wait counts as dead).
+pub fn process_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|p| p.state != 'Z')
+}
+
+/// Asserts that nothing is left of these processes or their process groups.
+pub fn assert_no_process_left(pids: &[u32]) {
+    for &pid in pids {
+        assert!(
+            !process_exists(pid),
+            "process {pid} is still there: {:?}",
+            proc_stat(pid)
+        );
+        let group = processes_in_group(pid);
+        assert!(group.is_empty(), "processes left in group {pid}: {group:?}");
+    }
+}
+
+impl Supervisor {
+    /// Waits for a log line containing every one of `needles` and returns it.
+    pub fn wait_log(&self, what: &str, needles: &[&str]) -> String {
+        self.err
+            .wait_for(what, |l| needles.iter().all(|n| l.contains(n)))
+    }
 }

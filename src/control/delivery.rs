@@ -1,0 +1,361 @@
+//! Delivers a session's report spool to the control plane: oldest first, one report at a time,
+//! each retried with capped, jittered backoff until the control plane acknowledges it (HTTP 2xx
+//! and a JSON object, spec B.5), and only then acknowledged in the spool. No report is dropped:
+//! a failure that retrying soon will not fix (a 4xx, an unreadable spool) is logged at ERROR and
+//! retried on a slower schedule.
+//!
+//! Locking: the spool is shared as `Arc<std::sync::Mutex<Spool>>`. Its operations are
+//! synchronous file I/O (an ack waits for `fdatasync`), so this task runs them on the blocking
+//! pool and never holds the lock across an `.await`; appenders should do the same and then call
+//! `wake.notify_one()`. A poisoned lock is used anyway: the spool changes its in-memory state
+//! only after the disk write it mirrors has succeeded, so a panic elsewhere leaves it consistent.
+//!
+//! A delivered report's [`Ack`] goes out on the channel [`start`] returns (the worker runs its
+//! `reply_task_list`); it is sent after the spool ack, so a crash in between may lose those
+//! reply tasks but never the report.
+
+use crate::backoff::Backoff;
+use crate::control::client::{ControlClient, PostOptions};
+use crate::control::envelope::Ack;
+use crate::control::error::{ControlError, chain};
+use crate::control::spool::{Entry, Spool, SpoolError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Retry delays and queue size of a delivery task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// First delay after a retryable failure (network, timeout, 5xx, 429, a non-JSON answer);
+    /// doubles with jitter up to `max_delay`.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// The slow schedule, for failures retrying soon will not fix (4xx, spool errors).
+    pub slow_min_delay: Duration,
+    pub slow_max_delay: Duration,
+    /// Acks that may wait for the worker before delivery pauses.
+    pub ack_queue: usize,
+}
+
+impl Default for DeliveryPolicy {
+    /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks.
+    fn default() -> Self {
+        DeliveryPolicy {
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(30),
+            slow_min_delay: Duration::from_secs(30),
+            slow_max_delay: Duration::from_secs(5 * 60),
+            ack_queue: 64,
+        }
+    }
+}
+
+/// Counters for the admin API and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Reports acknowledged by the control plane and removed from the spool.
+    pub delivered: u64,
+    /// Failed attempts (each one is retried).
+    pub retries: u64,
+    /// Failed attempts since the last delivery (0: healthy).
+    pub consecutive_failures: u64,
+    /// The most recent failure, kept after later successes.
+    pub last_error: Option<String>,
+}
+
+/// The running delivery task.
+#[derive(Debug)]
+pub struct DeliveryHandle {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    spool: Arc<Mutex<Spool>>,
+    /// Notified after every delivery and whenever the task finds the spool empty.
+    progress: Notify,
+    stats: Mutex<DeliveryStats>,
+}
+
+/// Starts delivering `spool` with the default [`DeliveryPolicy`] until `cancel`. `wake` is
+/// notified by whoever appends, so a new report goes out at once.
+pub fn start(
+    spool: Arc<Mutex<Spool>>,
+    control: ControlClient,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) -> (DeliveryHandle, mpsc::Receiver<Ack>) {
+    start_with(spool, control, wake, cancel, DeliveryPolicy::default())
+}
+
+/// [`start`] with another policy (tests use milliseconds).
+pub fn start_with(
+    spool: Arc<Mutex<Spool>>,
+    control: ControlClient,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    policy: DeliveryPolicy,
+) -> (DeliveryHandle, mpsc::Receiver<Ack>) {
+    let (tx, rx) = mpsc::channel(policy.ack_queue.max(1));
+    let shared = Arc::new(Shared {
+        spool,
+        progress: Notify::new(),
+        stats: Mutex::new(DeliveryStats::default()),
+    });
+    let delivery = Delivery {
+        shared: shared.clone(),
+        control,
+        wake,
+        cancel,
+        acks: tx,
+        policy,
+    };
+    // Logs of the task carry the caller's span (the session's).
+    let task = tokio::spawn(delivery.run().instrument(tracing::Span::current()));
+    (DeliveryHandle { shared, task }, rx)
+}
+
+impl DeliveryHandle {
+    /// Waits until the spool is empty; `false` when `timeout` passed first.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let progressed = self.shared.progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            if lock(&self.shared.spool).is_empty() {
+                return true;
+            }
+            tokio::select! {
+                _ = progressed => {}
+                _ = tokio::time::sleep_until(deadline) => return lock(&self.shared.spool).is_empty(),
+            }
+        }
+    }
+
+    pub fn stats(&self) -> DeliveryStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Whether the task has ended (it ends only when cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the task to end after its cancellation token fired. A report in flight is
+    /// abandoned unacknowledged, to be sent again after the next start.
+    pub async fn join(self) {
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why an attempt failed, and which schedule retries it.
+enum Failure {
+    /// Likely to pass soon: the fast schedule.
+    Transient(String),
+    /// Unlikely to pass soon (a 4xx, the spool): the slow schedule, logged at ERROR.
+    Persistent(String),
+}
+
+struct Delivery {
+    shared: Arc<Shared>,
+    control: ControlClient,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    acks: mpsc::Sender<Ack>,
+    policy: DeliveryPolicy,
+}
+
+impl Delivery {
+    async fn run(self) {
+        let mut fast = Backoff::new(self.policy.min_delay, self.policy.max_delay);
+        let mut slow = Backoff::new(self.policy.slow_min_delay, self.policy.slow_max_delay);
+        loop {
+            // Registered before looking, so an append between the look and the wait still wakes.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let Some(front) = self.with_spool(|s| s.front()).await else {
+                return;
+            };
+            let entry = match front {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    self.shared.progress.notify_waiters();
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return,
+                        _ = woken => continue,
+                    }
+                }
+                Err(e) => {
+                    let failure = Failure::Persistent(format!(
+                        "cannot read the next report from the spool: {}",
+                        chain(&e)
+                    ));
+                    if !self.failed(failure, None, slow.next_delay()).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let event_id = entry.event_id.clone();
+            let action = entry.action.clone();
+            let outcome = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return,
+                sent = self.send(entry) => sent,
+            };
+            let ack = match outcome {
+                Ok(ack) => ack,
+                Err(failure) => {
+                    let delay = match failure {
+                        Failure::Transient(_) => fast.next_delay(),
+                        Failure::Persistent(_) => slow.next_delay(),
+                    };
+                    if !self
+                        .failed(failure, Some((&event_id, &action)), delay)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let id = event_id.clone();
+            let shared = self.shared.clone();
+            let acked = self.with_spool(move |s| {
+                s.ack(&id)?;
+                // Counted under the spool lock, so whoever sees the spool empty (`drained`)
+                // also sees the count.
+                let mut stats = lock(&shared.stats);
+                stats.delivered += 1;
+                stats.consecutive_failures = 0;
+                Ok(())
+            });
+            match acked.await {
+                None => return,
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    // The control plane has it; sending it again gives a duplicate it dedupes
+                    // by event id, which is better than losing track of the spool.
+                    let failure = Failure::Persistent(format!(
+                        "delivered, but cannot mark it in the spool (it will be sent again): {}",
+                        chain(&e)
+                    ));
+                    if !self
+                        .failed(failure, Some((&event_id, &action)), slow.next_delay())
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            fast.reset();
+            slow.reset();
+            self.shared.progress.notify_waiters();
+            tracing::debug!(event_id, action, "report delivered");
+            if !ack.is_ok() {
+                tracing::warn!(
+                    event_id,
+                    action,
+                    error_code = ack.error_code,
+                    error_reason = %ack.error_reason,
+                    "control plane acknowledged a report with an error"
+                );
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return,
+                // A closed channel only means nobody runs reply tasks any more.
+                _ = self.acks.send(ack) => {}
+            }
+        }
+    }
+
+    /// One attempt at the front report.
+    async fn send(&self, entry: Entry) -> Result<Ack, Failure> {
+        let Entry {
+            event_id,
+            action,
+            wxid,
+            data,
+            ..
+        } = entry;
+        match self
+            .control
+            .post(&action, &wxid, data, PostOptions::event(event_id))
+            .await
+        {
+            Ok(ack) if ack.parsed => Ok(ack),
+            Ok(_) => Err(Failure::Transient(format!(
+                "{action}: the control plane's answer is not a JSON object"
+            ))),
+            Err(e) if e.is_retryable() => Err(Failure::Transient(chain(&e))),
+            Err(e @ ControlError::Status { .. }) => Err(Failure::Persistent(format!(
+                "{}; the report is kept and retried on the slow schedule",
+                chain(&e)
+            ))),
+            Err(e) => Err(Failure::Persistent(chain(&e))),
+        }
+    }
+
+    /// Records and logs a failed attempt, then waits `delay`; `false` when cancelled meanwhile.
+    async fn failed(
+        &self,
+        failure: Failure,
+        report: Option<(&str, &str)>,
+        delay: Duration,
+    ) -> bool {
+        let (event_id, action) = report.unwrap_or_default();
+        let message = match &failure {
+            Failure::Transient(m) => {
+                tracing::warn!(event_id, action, retry_in = ?delay, error = %m, "report not delivered; retrying");
+                m
+            }
+            Failure::Persistent(m) => {
+                tracing::error!(event_id, action, retry_in = ?delay, error = %m, "report not delivered; retrying slowly");
+                m
+            }
+        };
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.retries += 1;
+            stats.consecutive_failures += 1;
+            stats.last_error = Some(message.clone());
+        }
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Runs `op` on the spool on the blocking pool; `None` when the runtime is shutting down.
+    async fn with_spool<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Option<Result<T, SpoolError>> {
+        let spool = self.shared.spool.clone();
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| op(&mut lock(&spool)))).await {
+            Ok(result) => Some(result),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
+}

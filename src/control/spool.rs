@@ -1,0 +1,1827 @@
+//! The durable per-session report spool (DESIGN §3.3, spec B.5): every report is appended and
+//! synced to disk before it is sent, handed out oldest first, and kept until the control plane
+//! acknowledges it, so a crash at any instant loses nothing already appended (at-least-once).
+//! File-level and synchronous; [`delivery`](super::delivery) sends what it holds.
+//!
+//! # On-disk format, version 1
+//!
+//! A spool is one directory (mode 0700; files 0600) holding:
+//!
+//! - `LOCK`: empty; held with an exclusive advisory lock while a [`Spool`] is open, so two
+//!   processes never write one spool.
+//! - Segments `NNNNNNNNNNNNNNNNNNNN.seg` (20-digit segment number, increasing): an append-only
+//!   log. The last segment is the active one; every write goes to its end.
+//!
+//! All integers are little-endian. A segment starts with a header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 8 | magic `WXSPOOL\0` |
+//! | 4 | format version (u32) = 1 |
+//! | 8 | base seq (u64): no entry in this segment has a smaller seq |
+//! | 2 | session id length `n` (u16) |
+//! | n | session id (UTF-8; visible ASCII) |
+//! | 4 | CRC-32 (IEEE) of everything above |
+//!
+//! followed by records:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 2 | magic `wr` |
+//! | 1 | kind: 1 = entry, 2 = ack |
+//! | 1 | reserved, 0 |
+//! | 4 | payload length `L` (u32) |
+//! | 8 | seq (u64): an entry's own seq; for an ack, every entry with seq ≤ it is acknowledged |
+//! | 4 | CRC-32 of bytes 2..16 of this record followed by the payload |
+//! | L | payload: entry = action length (u32), action, wxid length (u32), wxid, `data` as JSON; ack = empty |
+//!
+//! Entry seqs start at 1 and increase by one per append; the event id of an entry is
+//! `<session_id>:<seq>` (the `X-Wxagent-Event-Id` header, B.5), so it is the same on every
+//! retry and after any restart. Acks are always for the oldest pending entry, so the ack
+//! records form one increasing cursor. A file of another version is refused
+//! ([`SpoolError::UnsupportedVersion`]); a new layout gets a new version number.
+//!
+//! # Durability and recovery
+//!
+//! An append or ack returns only after its bytes are written and `fdatasync`ed; a batch
+//! ([`Spool::append_batch`]) is one write and one sync (group commit). A new segment's header is
+//! synced, and then its directory, before anything is written to it. On open:
+//!
+//! - The acknowledged cursor is the largest ack record found, or (when the records that said so
+//!   were compacted away) one below the first remaining segment's base seq.
+//! - A bad record (incomplete, wrong magic or checksum) in the active segment that no valid
+//!   record follows is a torn tail: a write that was never confirmed to the caller. It is cut off
+//!   (the file is truncated, so later appends stay readable) and reported in [`Recovery`].
+//! - A bad record anywhere else, or one followed by a valid record, means data that was once
+//!   confirmed is damaged: [`SpoolError::Corrupt`], naming the file and offset. Nothing is
+//!   dropped silently; an operator decides (e.g. moves the file aside).
+//! - An active segment holding no more than a partial header is the remains of an interrupted
+//!   rotation: it held nothing and is removed.
+//!
+//! # Bounded disk and memory
+//!
+//! The active segment is rotated (a new one begins) once it is past 1 MiB, before the next
+//! append, or when everything is acknowledged. A segment none of whose entries is pending is
+//! deleted, oldest first, syncing the directory after each deletion so the segments on disk are
+//! always a contiguous run. Disk use is therefore the pending reports plus at most about two
+//! segments. Memory holds 8 bytes per pending entry (offset and length) and a few bytes per
+//! segment; reports are read back from disk by [`Spool::front`].
+
+use crate::config::SpoolConfig;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The only format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const SEGMENT_MAGIC: &[u8; 8] = b"WXSPOOL\0";
+const RECORD_MAGIC: &[u8; 2] = b"wr";
+const KIND_ENTRY: u8 = 1;
+const KIND_ACK: u8 = 2;
+const RECORD_HEADER: usize = 20;
+/// Magic, version, base seq and the session id length: what precedes the session id.
+const SEGMENT_HEADER_FIXED: usize = 22;
+const MAX_SESSION_ID: usize = 256;
+/// A single report's payload above this is refused: reports carry text and URLs, not media.
+const MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+/// The active segment is rotated before the next append once it is this large.
+const SEGMENT_TARGET: u64 = 1024 * 1024;
+/// Offsets are kept as `u32`; no write may end past this in one segment.
+const SEGMENT_HARD_LIMIT: u64 = u32::MAX as u64;
+const LOCK_FILE: &str = "LOCK";
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// How much a spool may hold before appends are refused with [`SpoolError::Full`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLimits {
+    /// Bytes of pending records (headers included).
+    pub max_bytes: u64,
+    /// Pending reports.
+    pub max_events: u64,
+}
+
+impl From<&SpoolConfig> for SpoolLimits {
+    fn from(cfg: &SpoolConfig) -> Self {
+        SpoolLimits {
+            max_bytes: cfg.max_bytes,
+            max_events: cfg.max_events,
+        }
+    }
+}
+
+/// One report in the spool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// `<session_id>:<seq>`, sent as `X-Wxagent-Event-Id`.
+    pub event_id: String,
+    pub seq: u64,
+    pub action: String,
+    pub wxid: String,
+    pub data: Value,
+}
+
+/// Counters for the admin API and metrics. Totals count since this [`Spool`] was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Reports appended and not yet acknowledged.
+    pub pending: u64,
+    /// Bytes of their records.
+    pub bytes: u64,
+    pub appended_total: u64,
+    pub acked_total: u64,
+    /// Appends refused because a limit was reached (the "spool full" metric).
+    pub full_rejections: u64,
+}
+
+/// What [`Spool::open`] found on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segment files read.
+    pub segments: usize,
+    /// Reports that were pending (appended, never acknowledged).
+    pub pending: u64,
+    /// The seq the next append gets.
+    pub next_seq: u64,
+    /// Bytes of a torn tail cut off the active segment (0: none).
+    pub torn_bytes: u64,
+    /// Whether a segment with only a partial header (an interrupted rotation) was removed.
+    pub removed_partial_segment: bool,
+}
+
+/// Why a spool operation failed. Messages name the file or the limit involved.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {}: cannot {op}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A limit is reached; nothing was appended (earlier reports are untouched).
+    #[error(
+        "spool full: the [spool] max_{what} limit of {limit} {what} is reached; the report was not appended"
+    )]
+    Full { what: &'static str, limit: u64 },
+    /// One report alone is larger than the spool may hold.
+    #[error("report of {size} bytes is larger than the spool accepts ({limit} bytes)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error(
+        "spool {}: format version {found} is not supported (this build reads version {supported})",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    /// Data that was once confirmed as written is damaged or missing.
+    #[error("spool {}: corrupt at byte {offset}: {detail}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    #[error("spool {}: belongs to session {found:?}, not {expected:?}", path.display())]
+    SessionMismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("spool {}: in use by another process", path.display())]
+    Locked { path: PathBuf },
+    #[error("invalid spool session id {id:?}: {why}")]
+    InvalidSession { id: String, why: &'static str },
+    /// [`Spool::ack`] was given something other than the oldest pending report.
+    #[error("cannot acknowledge {event_id}: the oldest pending report is {}", front.as_deref().unwrap_or("none"))]
+    NotFront {
+        event_id: String,
+        front: Option<String>,
+    },
+    /// A failed write could not be rolled back, so the file's end is unknown; reopen the spool.
+    #[error("spool {}: unusable after a failed write that could not be undone; reopen it", path.display())]
+    Broken { path: PathBuf },
+}
+
+fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SpoolError + 'p {
+    move |source| SpoolError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where one pending entry's record is in its segment.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    offset: u32,
+    len: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    number: u64,
+    path: PathBuf,
+    /// The seq of `slots[0]`; the pending entries of a segment have consecutive seqs.
+    first_seq: u64,
+    slots: VecDeque<Slot>,
+}
+
+impl Segment {
+    fn new(number: u64, path: PathBuf) -> Segment {
+        Segment {
+            number,
+            path,
+            first_seq: 0,
+            slots: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, seq: u64, slot: Slot) {
+        if self.slots.is_empty() {
+            self.first_seq = seq;
+        }
+        self.slots.push_back(slot);
+    }
+
+    /// Forgets entries with seq ≤ `cursor`.
+    fn drop_through(&mut self, cursor: u64) {
+        while !self.slots.is_empty() && self.first_seq <= cursor {
+            self.slots.pop_front();
+            self.first_seq += 1;
+        }
+    }
+}
+
+/// A per-session spool of reports not yet acknowledged by the control plane. See the module
+/// doc for the format and the guarantees.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    session_id: String,
+    limits: SpoolLimits,
+    _lock: File,
+    /// Oldest first; never empty; the last is the active segment.
+    segments: VecDeque<Segment>,
+    /// The active segment, opened for reading and appending.
+    active: File,
+    active_len: u64,
+    next_seq: u64,
+    pending: u64,
+    pending_bytes: u64,
+    appended_total: u64,
+    acked_total: u64,
+    full_rejections: u64,
+    /// Set after a full rejection, cleared by the next append: logs "full" once per episode.
+    full_logged: bool,
+    broken: bool,
+    recovery: Recovery,
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir` (0700) with its files (0600). Recovers after a
+    /// crash: a torn last record is dropped (it was never confirmed as appended), everything
+    /// complete is kept; [`recovery`](Self::recovery) reports what was found.
+    pub fn open(dir: &Path, session_id: &str, limits: SpoolLimits) -> Result<Spool, SpoolError> {
+        check_session_id(session_id)?;
+        create_private_dir(dir).map_err(io_err("create the directory", dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err("open the lock file", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+        }
+
+        let found = list_segments(dir)?;
+        let mut recovery = Recovery::default();
+        let mut segments: VecDeque<Segment> = VecDeque::new();
+        let mut cursor = 0u64;
+        let mut last_seq = 0u64;
+        let mut max_base = 0u64;
+        let mut first_base = None;
+        let count = found.len();
+        for (i, (number, path)) in found.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            let mut file = File::open(&path).map_err(io_err("open a segment", &path))?;
+            let file_len = file
+                .metadata()
+                .map_err(io_err("read the size of a segment", &path))?
+                .len();
+            let (base, header_len) = match read_header(&mut file, &path, session_id, file_len)? {
+                Header::Valid { base, len } => (base, len),
+                Header::Partial if is_last => {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        "removing a spool segment with a partial header (an interrupted rotation; it held nothing)"
+                    );
+                    drop(file);
+                    fs::remove_file(&path).map_err(io_err("remove a partial segment", &path))?;
+                    sync_dir(dir).map_err(io_err("sync the directory", dir))?;
+                    recovery.removed_partial_segment = true;
+                    continue;
+                }
+                Header::Partial => {
+                    return Err(SpoolError::Corrupt {
+                        path,
+                        offset: 0,
+                        detail: "segment header is incomplete or damaged".to_owned(),
+                    });
+                }
+            };
+            first_base.get_or_insert(base);
+            max_base = max_base.max(base);
+            recovery.segments += 1;
+            let mut segment = Segment::new(number, path.clone());
+            let scan = scan_records(file, &path, header_len, file_len, base, &mut last_seq)?;
+            for item in scan.items {
+                match item {
+                    Scanned::Entry(seq, slot) => segment.push(seq, slot),
+                    Scanned::Ack(seq) => cursor = cursor.max(seq),
+                }
+            }
+            // Pruned per segment, so memory holds the pending entries plus one segment's.
+            for s in segments.iter_mut().chain(std::iter::once(&mut segment)) {
+                s.drop_through(cursor);
+            }
+            if let Some(bad) = scan.bad {
+                if !is_last {
+                    return Err(SpoolError::Corrupt {
+                        path,
+                        offset: bad.offset,
+                        detail: format!("{} in a segment that is not the last", bad.detail),
+                    });
+                }
+                if let Some(valid) = next_valid_record(&path, bad.offset, file_len)? {
+                    return Err(SpoolError::Corrupt {
+                        path,
+                        offset: bad.offset,
+                        detail: format!(
+                            "{}, yet a valid record follows at byte {valid}",
+                            bad.detail
+                        ),
+                    });
+                }
+                let torn = file_len - bad.offset;
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = bad.offset,
+                    bytes = torn,
+                    problem = %bad.detail,
+                    "cutting off a torn record at the end of the spool (a write that never completed)"
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err("open a segment to cut its torn tail", &path))?;
+                f.set_len(bad.offset)
+                    .map_err(io_err("cut a torn tail", &path))?;
+                f.sync_all().map_err(io_err("sync a segment", &path))?;
+                recovery.torn_bytes = torn;
+            }
+            segments.push_back(segment);
+        }
+
+        // Segments are deleted only when fully acknowledged, so everything below the first
+        // remaining one was acknowledged even if the ack records went with it.
+        if let Some(base) = first_base {
+            cursor = cursor.max(base.saturating_sub(1));
+        }
+        for s in segments.iter_mut() {
+            s.drop_through(cursor);
+        }
+        let mut expected = cursor + 1;
+        let mut pending = 0u64;
+        let mut pending_bytes = 0u64;
+        for s in &segments {
+            if s.slots.is_empty() {
+                continue;
+            }
+            if s.first_seq != expected {
+                return Err(SpoolError::Corrupt {
+                    path: s.path.clone(),
+                    offset: s.slots[0].offset.into(),
+                    detail: format!(
+                        "pending reports {expected} to {} are missing",
+                        s.first_seq - 1
+                    ),
+                });
+            }
+            expected += s.slots.len() as u64;
+            pending += s.slots.len() as u64;
+            pending_bytes += s.slots.iter().map(|x| u64::from(x.len)).sum::<u64>();
+        }
+        let next_seq = expected.max(last_seq + 1).max(max_base).max(1);
+
+        let (active, active_len) = match segments.back() {
+            Some(last) => {
+                let file = open_active(&last.path)?;
+                let len = file
+                    .metadata()
+                    .map_err(io_err("read the size of a segment", &last.path))?
+                    .len();
+                (file, len)
+            }
+            None => {
+                let number = 1;
+                let (segment, file, len) = create_segment(dir, number, next_seq, session_id)?;
+                segments.push_back(segment);
+                (file, len)
+            }
+        };
+        recovery.pending = pending;
+        recovery.next_seq = next_seq;
+
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            session_id: session_id.to_owned(),
+            limits,
+            _lock: lock,
+            segments,
+            active,
+            active_len,
+            next_seq,
+            pending,
+            pending_bytes,
+            appended_total: 0,
+            acked_total: 0,
+            full_rejections: 0,
+            full_logged: false,
+            broken: false,
+            recovery,
+        };
+        spool.compact();
+        spool.rotate_if_idle();
+        if spool.pending > 0 {
+            tracing::info!(
+                dir = %spool.dir.display(),
+                pending = spool.pending,
+                bytes = spool.pending_bytes,
+                next_seq = spool.next_seq,
+                "spool holds reports from an earlier run; they will be delivered first"
+            );
+        } else {
+            tracing::debug!(dir = %spool.dir.display(), next_seq = spool.next_seq, "spool opened");
+        }
+        Ok(spool)
+    }
+
+    /// What [`open`](Self::open) recovered.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The directory of this spool.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The event id of the entry with `seq`.
+    pub fn event_id(&self, seq: u64) -> String {
+        format!("{}:{seq}", self.session_id)
+    }
+
+    /// Appends one report and makes it durable (fdatasync) before returning it with its event
+    /// id. [`SpoolError::Full`] when a limit would be exceeded.
+    pub fn append(&mut self, action: &str, wxid: &str, data: &Value) -> Result<Entry, SpoolError> {
+        let mut buf = Vec::new();
+        let len = encode_entry(&mut buf, self.next_seq, action, wxid, data);
+        self.write_entries(buf, &[len])?;
+        Ok(Entry {
+            event_id: self.event_id(self.next_seq - 1),
+            seq: self.next_seq - 1,
+            action: action.to_owned(),
+            wxid: wxid.to_owned(),
+            data: data.clone(),
+        })
+    }
+
+    /// Appends several reports `(action, wxid, data)` with one write and one sync (group
+    /// commit): all of them or, on any error, none.
+    pub fn append_batch(
+        &mut self,
+        items: &[(String, String, Value)],
+    ) -> Result<Vec<Entry>, SpoolError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.next_seq;
+        let mut buf = Vec::new();
+        let mut lens = Vec::with_capacity(items.len());
+        for (i, (action, wxid, data)) in items.iter().enumerate() {
+            lens.push(encode_entry(&mut buf, first + i as u64, action, wxid, data));
+        }
+        self.write_entries(buf, &lens)?;
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, (action, wxid, data))| Entry {
+                event_id: self.event_id(first + i as u64),
+                seq: first + i as u64,
+                action: action.clone(),
+                wxid: wxid.clone(),
+                data: data.clone(),
+            })
+            .collect())
+    }
+
+    /// The oldest report not yet acknowledged, read back from disk.
+    pub fn front(&self) -> Result<Option<Entry>, SpoolError> {
+        let Some((segment, slot, seq)) = self.front_slot() else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; slot.len as usize];
+        let offset = u64::from(slot.offset);
+        if self.is_active(segment) {
+            read_exact_at(&self.active, &mut buf, offset)
+        } else {
+            File::open(&segment.path).and_then(|f| read_exact_at(&f, &mut buf, offset))
+        }
+        .map_err(io_err("read a pending report", &segment.path))?;
+        let corrupt = |detail: String| SpoolError::Corrupt {
+            path: segment.path.clone(),
+            offset,
+            detail,
+        };
+        let record = parse_record(&buf).map_err(|p| corrupt(p.to_owned()))?;
+        if record.kind != KIND_ENTRY || record.seq != seq || record.total != buf.len() {
+            return Err(corrupt(format!("expected the record of report {seq} here")));
+        }
+        let (action, wxid, data) = decode_entry(record.payload).map_err(corrupt)?;
+        Ok(Some(Entry {
+            event_id: self.event_id(seq),
+            seq,
+            action,
+            wxid,
+            data,
+        }))
+    }
+
+    /// Marks the oldest pending report as delivered, durably. `event_id` must be that report's.
+    pub fn ack(&mut self, event_id: &str) -> Result<(), SpoolError> {
+        let front = self.front_slot().map(|(_, _, seq)| seq);
+        self.check_usable()?;
+        let Some(seq) = front.filter(|&seq| self.event_id(seq) == event_id) else {
+            return Err(SpoolError::NotFront {
+                event_id: event_id.to_owned(),
+                front: front.map(|seq| self.event_id(seq)),
+            });
+        };
+        let mut buf = Vec::with_capacity(RECORD_HEADER);
+        encode_record(&mut buf, KIND_ACK, seq, &[]);
+        self.write_synced(&buf)?;
+        let segment = self
+            .segments
+            .iter_mut()
+            .find(|s| !s.slots.is_empty())
+            .expect("the front slot was found in a segment");
+        let slot = segment.slots.pop_front().expect("the front slot exists");
+        segment.first_seq += 1;
+        self.pending -= 1;
+        self.pending_bytes -= u64::from(slot.len);
+        self.acked_total += 1;
+        self.compact();
+        self.rotate_if_idle();
+        Ok(())
+    }
+
+    /// Reports pending.
+    pub fn len(&self) -> u64 {
+        self.pending
+    }
+
+    /// Bytes of the pending reports' records.
+    pub fn bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        SpoolStats {
+            pending: self.pending,
+            bytes: self.pending_bytes,
+            appended_total: self.appended_total,
+            acked_total: self.acked_total,
+            full_rejections: self.full_rejections,
+        }
+    }
+
+    /// Bytes of all segment files (what the spool uses on disk, less the lock file).
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| !self.is_active(s))
+            .filter_map(|s| fs::metadata(&s.path).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+            + self.active_len
+    }
+
+    fn front_slot(&self) -> Option<(&Segment, Slot, u64)> {
+        self.segments
+            .iter()
+            .find(|s| !s.slots.is_empty())
+            .map(|s| (s, s.slots[0], s.first_seq))
+    }
+
+    fn is_active(&self, segment: &Segment) -> bool {
+        self.segments
+            .back()
+            .is_some_and(|a| a.number == segment.number)
+    }
+
+    /// Checks the limits, writes `buf` (records of consecutive entries from `next_seq`, whose
+    /// lengths are `lens`) durably and indexes them.
+    fn write_entries(&mut self, buf: Vec<u8>, lens: &[u32]) -> Result<(), SpoolError> {
+        self.check_usable()?;
+        let total = buf.len() as u64;
+        let count = lens.len() as u64;
+        let single_limit = self.limits.max_bytes.min(u64::from(MAX_PAYLOAD));
+        if let Some(&big) = lens.iter().find(|&&l| u64::from(l) > single_limit) {
+            return Err(SpoolError::TooLarge {
+                size: big.into(),
+                limit: single_limit,
+            });
+        }
+        let over = if self.pending + count > self.limits.max_events {
+            Some(("events", self.limits.max_events))
+        } else if self.pending_bytes + total > self.limits.max_bytes {
+            Some(("bytes", self.limits.max_bytes))
+        } else {
+            None
+        };
+        if let Some((what, limit)) = over {
+            self.full_rejections += 1;
+            if !self.full_logged {
+                self.full_logged = true;
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    pending = self.pending,
+                    bytes = self.pending_bytes,
+                    limit_kind = what,
+                    limit,
+                    "report spool is full; new reports are refused until the control plane accepts the pending ones"
+                );
+            }
+            return Err(SpoolError::Full { what, limit });
+        }
+        if self.active_len >= SEGMENT_TARGET || self.active_len + total > SEGMENT_HARD_LIMIT {
+            match self.rotate() {
+                Ok(()) => self.compact(),
+                // A segment past its target size is still a good place for the report.
+                Err(e) if self.active_len + total <= SEGMENT_HARD_LIMIT => {
+                    tracing::warn!(error = %e, "cannot start a new spool segment; appending to the current one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let start = self.active_len;
+        if start + total > SEGMENT_HARD_LIMIT {
+            return Err(SpoolError::TooLarge {
+                size: total,
+                limit: SEGMENT_HARD_LIMIT - start,
+            });
+        }
+        self.write_synced(&buf)?;
+        let segment = self
+            .segments
+            .back_mut()
+            .expect("there is an active segment");
+        let mut offset = start;
+        for &len in lens {
+            let slot = Slot {
+                offset: u32::try_from(offset).expect("segment offsets fit in u32"),
+                len,
+            };
+            segment.push(self.next_seq, slot);
+            self.next_seq += 1;
+            offset += u64::from(len);
+        }
+        self.pending += count;
+        self.pending_bytes += total;
+        self.appended_total += count;
+        self.full_logged = false;
+        Ok(())
+    }
+
+    /// Appends `buf` to the active segment and syncs it; on failure the segment is cut back
+    /// to where it was, so a partial write never sits before later records.
+    fn write_synced(&mut self, buf: &[u8]) -> Result<(), SpoolError> {
+        self.check_usable()?;
+        let path = &self
+            .segments
+            .back()
+            .expect("there is an active segment")
+            .path;
+        let written = self
+            .active
+            .write_all(buf)
+            .map_err(io_err("write", path))
+            .and_then(|()| self.active.sync_data().map_err(io_err("sync", path)));
+        match written {
+            Ok(()) => {
+                self.active_len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let undone = self
+                    .active
+                    .set_len(self.active_len)
+                    .and_then(|()| self.active.sync_data());
+                if let Err(undo) = undone {
+                    tracing::error!(segment = %path.display(), error = %undo, "cannot undo a failed spool write; the spool must be reopened");
+                    self.broken = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a new active segment whose base is the next seq.
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        let number = self.segments.back().map_or(1, |s| s.number + 1);
+        let (segment, file, len) =
+            create_segment(&self.dir, number, self.next_seq, &self.session_id)?;
+        self.segments.push_back(segment);
+        self.active = file;
+        self.active_len = len;
+        Ok(())
+    }
+
+    /// With nothing pending, a full active segment is replaced by an empty one so the old one
+    /// can go. Best effort: a failed rotation is tried again after the next ack.
+    fn rotate_if_idle(&mut self) {
+        if self.pending > 0 || self.active_len < SEGMENT_TARGET || self.broken {
+            return;
+        }
+        match self.rotate() {
+            Ok(()) => self.compact(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a new spool segment; keeping the current one")
+            }
+        }
+    }
+
+    /// After a write that could not be undone the active segment's end is unknown: nothing
+    /// more may be written (nor a new segment started after it) until the spool is reopened,
+    /// when recovery cuts the damage off as a torn tail.
+    fn check_usable(&self) -> Result<(), SpoolError> {
+        if self.broken {
+            let path = self.segments.back().expect("there is an active segment");
+            return Err(SpoolError::Broken {
+                path: path.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segments that hold no pending entry (never the active one).
+    fn compact(&mut self) {
+        while self.segments.len() > 1 && self.segments[0].slots.is_empty() {
+            let path = self.segments[0].path.clone();
+            let removed = fs::remove_file(&path).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            });
+            // The directory is synced after each deletion so that a crash never leaves a
+            // newer segment deleted and an older one present.
+            if let Err(e) = removed.and_then(|()| sync_dir(&self.dir)) {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot delete an acknowledged spool segment; will retry");
+                return;
+            }
+            self.segments.pop_front();
+        }
+    }
+}
+
+fn check_session_id(id: &str) -> Result<(), SpoolError> {
+    let why = if id.is_empty() {
+        "empty"
+    } else if id.len() > MAX_SESSION_ID {
+        "longer than 256 bytes"
+    } else if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        // It travels in the X-Wxagent-Event-Id header.
+        "only visible ASCII characters are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(SpoolError::InvalidSession {
+        id: id.to_owned(),
+        why,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and directories
+// ---------------------------------------------------------------------------------------------
+
+fn private_options() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let existed = dir.is_dir();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    fs::create_dir_all(dir)?;
+    if !existed && let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Makes creations, renames and deletions in `dir` durable (no-op where directories cannot
+/// be opened).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })?
+        .sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            match std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                offset + done as u64,
+            )? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn segment_name(number: u64) -> String {
+    format!("{number:020}{SEGMENT_SUFFIX}")
+}
+
+/// The segment files in `dir`, by number. Other files are ignored.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+    let mut found = Vec::new();
+    let entries = fs::read_dir(dir).map_err(io_err("list the directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list the directory", dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        if stem.len() == 20
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(number) = stem.parse::<u64>()
+        {
+            found.push((number, entry.path()));
+        }
+    }
+    found.sort_unstable_by_key(|(n, _)| *n);
+    Ok(found)
+}
+
+fn open_active(path: &Path) -> Result<File, SpoolError> {
+    private_options()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err("open the active segment", path))
+}
+
+/// Creates segment `number` with its header, synced along with the directory.
+fn create_segment(
+    dir: &Path,
+    number: u64,
+    base: u64,
+    session_id: &str,
+) -> Result<(Segment, File, u64), SpoolError> {
+    let path = dir.join(segment_name(number));
+    let mut file = private_options()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err("create a segment", &path))?;
+    let header = encode_header(base, session_id);
+    let written = file
+        .write_all(&header)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write a segment header", &path))
+        .and_then(|()| sync_dir(dir).map_err(io_err("sync the directory", dir)));
+    if let Err(e) = written {
+        // Leaving it would block the next attempt (the number is taken); it holds nothing.
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok((Segment::new(number, path), file, header.len() as u64))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------------
+
+fn encode_header(base: u64, session_id: &str) -> Vec<u8> {
+    let mut h = Vec::with_capacity(SEGMENT_HEADER_FIXED + session_id.len() + 4);
+    h.extend_from_slice(SEGMENT_MAGIC);
+    h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h.extend_from_slice(&base.to_le_bytes());
+    let n = u16::try_from(session_id.len()).expect("session ids are checked to be short");
+    h.extend_from_slice(&n.to_le_bytes());
+    h.extend_from_slice(session_id.as_bytes());
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+enum Header {
+    Valid {
+        base: u64,
+        len: u64,
+    },
+    /// Shorter than a header, or damaged, in a file no longer than a header could be.
+    Partial,
+}
+
+fn read_header(
+    file: &mut File,
+    path: &Path,
+    session_id: &str,
+    file_len: u64,
+) -> Result<Header, SpoolError> {
+    let max = (SEGMENT_HEADER_FIXED + MAX_SESSION_ID + 4) as u64;
+    let ours = (SEGMENT_HEADER_FIXED + session_id.len() + 4) as u64;
+    let mut h = Vec::new();
+    file.take(max)
+        .read_to_end(&mut h)
+        .map_err(io_err("read a segment header", path))?;
+    let corrupt = |detail: &str| SpoolError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        detail: detail.to_owned(),
+    };
+    // The version is checked before anything a later version may have laid out differently.
+    if h.len() >= 12 && &h[..8] == SEGMENT_MAGIC {
+        let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(SpoolError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+    }
+    let parsed = (|| {
+        if h.len() < SEGMENT_HEADER_FIXED || &h[..8] != SEGMENT_MAGIC {
+            return None;
+        }
+        let base = u64::from_le_bytes(h[12..20].try_into().expect("8 bytes"));
+        let n = usize::from(u16::from_le_bytes(h[20..22].try_into().expect("2 bytes")));
+        let end = SEGMENT_HEADER_FIXED + n;
+        if n > MAX_SESSION_ID || h.len() < end + 4 {
+            return None;
+        }
+        let crc = u32::from_le_bytes(h[end..end + 4].try_into().expect("4 bytes"));
+        if crc != crc32fast::hash(&h[..end]) {
+            return None;
+        }
+        Some((base, &h[SEGMENT_HEADER_FIXED..end], (end + 4) as u64))
+    })();
+    let Some((base, sid, len)) = parsed else {
+        // Nothing is written after a header until the header is synced: a file no longer
+        // than our header with a bad header is an interrupted creation, anything longer damage.
+        return if file_len <= ours {
+            Ok(Header::Partial)
+        } else {
+            Err(corrupt("segment header is damaged"))
+        };
+    };
+    if sid != session_id.as_bytes() {
+        return Err(SpoolError::SessionMismatch {
+            path: path.to_path_buf(),
+            found: String::from_utf8_lossy(sid).into_owned(),
+            expected: session_id.to_owned(),
+        });
+    }
+    if base == 0 {
+        return Err(corrupt("segment base seq is 0"));
+    }
+    Ok(Header::Valid { base, len })
+}
+
+/// Appends one record; returns its total length.
+fn encode_record(buf: &mut Vec<u8>, kind: u8, seq: u64, payload: &[u8]) -> u32 {
+    let start = buf.len();
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(RECORD_MAGIC);
+    buf.push(kind);
+    buf.push(0);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&buf[start + 2..start + 16]);
+    crc.update(payload);
+    buf.extend_from_slice(&crc.finalize().to_le_bytes());
+    buf.extend_from_slice(payload);
+    u32::try_from(buf.len() - start).unwrap_or(u32::MAX)
+}
+
+/// Appends an entry record; returns its total length (`u32::MAX` when it is too large to
+/// store, which the size checks then refuse).
+fn encode_entry(buf: &mut Vec<u8>, seq: u64, action: &str, wxid: &str, data: &Value) -> u32 {
+    let mut payload = Vec::with_capacity(64);
+    payload.extend_from_slice(&(action.len() as u32).to_le_bytes());
+    payload.extend_from_slice(action.as_bytes());
+    payload.extend_from_slice(&(wxid.len() as u32).to_le_bytes());
+    payload.extend_from_slice(wxid.as_bytes());
+    serde_json::to_writer(&mut payload, data).expect("a JSON value serialises into memory");
+    encode_record(buf, KIND_ENTRY, seq, &payload)
+}
+
+fn decode_entry(payload: &[u8]) -> Result<(String, String, Value), String> {
+    fn field(rest: &mut &[u8], name: &str) -> Result<String, String> {
+        let short = || format!("entry {name} is cut short");
+        let n = rest.get(..4).ok_or_else(short)?;
+        let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
+        let bytes = rest.get(4..4 + n).ok_or_else(short)?;
+        let s = std::str::from_utf8(bytes)
+            .map_err(|_| format!("entry {name} is not UTF-8"))?
+            .to_owned();
+        *rest = &rest[4 + n..];
+        Ok(s)
+    }
+    let mut rest = payload;
+    let action = field(&mut rest, "action")?;
+    let wxid = field(&mut rest, "wxid")?;
+    let data = serde_json::from_slice(rest).map_err(|e| format!("entry data is not JSON: {e}"))?;
+    Ok((action, wxid, data))
+}
+
+struct Record<'a> {
+    kind: u8,
+    seq: u64,
+    payload: &'a [u8],
+    total: usize,
+}
+
+/// Parses the record at the start of `buf` (which may extend past it).
+fn parse_record(buf: &[u8]) -> Result<Record<'_>, &'static str> {
+    let h = buf
+        .get(..RECORD_HEADER)
+        .ok_or("record header is incomplete")?;
+    check_record_header(h)?;
+    let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as usize;
+    let payload = buf
+        .get(RECORD_HEADER..RECORD_HEADER + len)
+        .ok_or("record is incomplete")?;
+    if record_crc(h, payload) != u32::from_le_bytes(h[16..20].try_into().expect("4 bytes")) {
+        return Err("record checksum mismatch");
+    }
+    Ok(Record {
+        kind: h[2],
+        seq: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
+        payload,
+        total: RECORD_HEADER + len,
+    })
+}
+
+fn check_record_header(h: &[u8]) -> Result<(), &'static str> {
+    if &h[..2] != RECORD_MAGIC {
+        return Err("record magic is wrong");
+    }
+    if !matches!(h[2], KIND_ENTRY | KIND_ACK) || h[3] != 0 {
+        return Err("record kind is unknown");
+    }
+    let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+    if len > MAX_PAYLOAD || (h[2] == KIND_ACK && len != 0) {
+        return Err("record length is impossible");
+    }
+    Ok(())
+}
+
+fn record_crc(header: &[u8], payload: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&header[2..16]);
+    crc.update(payload);
+    crc.finalize()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery scan
+// ---------------------------------------------------------------------------------------------
+
+enum Scanned {
+    Entry(u64, Slot),
+    Ack(u64),
+}
+
+struct BadRecord {
+    offset: u64,
+    detail: &'static str,
+}
+
+struct Scan {
+    items: Vec<Scanned>,
+    /// The first record that is not valid; nothing after it was read.
+    bad: Option<BadRecord>,
+}
+
+/// Reads the records of one segment after its header. `last_seq` is the largest entry seq
+/// seen so far (across segments); entries must continue it.
+fn scan_records(
+    file: File,
+    path: &Path,
+    header_len: u64,
+    file_len: u64,
+    base: u64,
+    last_seq: &mut u64,
+) -> Result<Scan, SpoolError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    reader
+        .seek(SeekFrom::Start(header_len))
+        .map_err(io_err("read a segment", path))?;
+    let mut items = Vec::new();
+    let mut prev_in_segment: Option<u64> = None;
+    let mut offset = header_len;
+    let mut header = [0u8; RECORD_HEADER];
+    let mut payload = Vec::new();
+    let bad = loop {
+        if offset == file_len {
+            break None;
+        }
+        let fail = |detail| Some(BadRecord { offset, detail });
+        if file_len - offset < RECORD_HEADER as u64 {
+            break fail("record header is incomplete");
+        }
+        reader
+            .read_exact(&mut header)
+            .map_err(io_err("read a segment", path))?;
+        if let Err(detail) = check_record_header(&header) {
+            break fail(detail);
+        }
+        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let total = RECORD_HEADER as u64 + u64::from(len);
+        if file_len - offset < total {
+            break fail("record is incomplete");
+        }
+        payload.resize(len as usize, 0);
+        reader
+            .read_exact(&mut payload)
+            .map_err(io_err("read a segment", path))?;
+        if record_crc(&header, &payload)
+            != u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"))
+        {
+            break fail("record checksum mismatch");
+        }
+        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let corrupt = |detail: String| SpoolError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            detail,
+        };
+        if header[2] == KIND_ENTRY {
+            if seq < base || seq <= *last_seq {
+                return Err(corrupt(format!(
+                    "report seq {seq} is out of order (after {}, segment base {base})",
+                    *last_seq
+                )));
+            }
+            if let Some(prev) = prev_in_segment
+                && seq != prev + 1
+            {
+                return Err(corrupt(format!("report seq {seq} does not follow {prev}")));
+            }
+            prev_in_segment = Some(seq);
+            *last_seq = seq;
+            let slot = Slot {
+                offset: u32::try_from(offset)
+                    .map_err(|_| corrupt("segment is larger than 4 GiB".to_owned()))?,
+                len: u32::try_from(total).expect("records are at most 16 MiB"),
+            };
+            items.push(Scanned::Entry(seq, slot));
+        } else {
+            items.push(Scanned::Ack(seq));
+        }
+        offset += total;
+    };
+    Ok(Scan { items, bad })
+}
+
+/// The offset of the first valid record after `bad` in the file, if any: tells a torn tail
+/// (nothing valid follows) from damage in the middle.
+fn next_valid_record(path: &Path, bad: u64, file_len: u64) -> Result<Option<u64>, SpoolError> {
+    let mut file = File::open(path).map_err(io_err("open a segment", path))?;
+    let mut rest = Vec::new();
+    file.seek(SeekFrom::Start(bad + 1))
+        .and_then(|_| file.take(file_len - bad - 1).read_to_end(&mut rest))
+        .map_err(io_err("read a segment", path))?;
+    let found = rest
+        .windows(RECORD_MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| *w == RECORD_MAGIC)
+        .find(|(i, _)| parse_record(&rest[*i..]).is_ok())
+        .map(|(i, _)| bad + 1 + i as u64);
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BIG: SpoolLimits = SpoolLimits {
+        max_bytes: 1 << 30,
+        max_events: 10_000_000,
+    };
+
+    fn open(dir: &Path) -> Spool {
+        Spool::open(dir, "s1", BIG).unwrap()
+    }
+
+    fn data(i: u64) -> Value {
+        json!({"msg": [{"msg_id": format!("m{i}"), "text": "hello"}]})
+    }
+
+    fn fill(spool: &mut Spool, n: u64) -> Vec<Entry> {
+        (0..n)
+            .map(|i| spool.append("report_new_msg", "1001", &data(i)).unwrap())
+            .collect()
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        let segs = list_segments(dir).unwrap();
+        assert_eq!(segs.len(), 1, "{segs:?}");
+        segs[0].1.clone()
+    }
+
+    /// The event ids of every pending entry, from the index (without acking anything).
+    fn pending_ids(spool: &Spool) -> Vec<String> {
+        let mut ids = Vec::new();
+        for s in &spool.segments {
+            for i in 0..s.slots.len() as u64 {
+                ids.push(spool.event_id(s.first_seq + i));
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn append_front_ack_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        assert!(spool.is_empty());
+        assert_eq!(spool.front().unwrap(), None);
+        let a = spool.append("report_new_msg", "1001", &data(1)).unwrap();
+        let b = spool.append("report_contact", "1001", &json!({})).unwrap();
+        assert_eq!((a.seq, a.event_id.as_str()), (1, "s1:1"));
+        assert_eq!((b.seq, b.event_id.as_str()), (2, "s1:2"));
+        assert_eq!(spool.len(), 2);
+        assert!(spool.bytes() > 0);
+        assert_eq!(spool.front().unwrap().unwrap(), a);
+
+        let err = spool.ack("s1:2").unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::NotFront { front: Some(f), .. } if f == "s1:1"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot acknowledge s1:2: the oldest pending report is s1:1"
+        );
+        assert_eq!(spool.len(), 2);
+
+        spool.ack("s1:1").unwrap();
+        assert_eq!(spool.front().unwrap().unwrap(), b);
+        spool.ack("s1:2").unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(spool.bytes(), 0);
+        assert_eq!(spool.front().unwrap(), None);
+        assert!(matches!(
+            spool.ack("s1:3"),
+            Err(SpoolError::NotFront { front: None, .. })
+        ));
+        let stats = spool.stats();
+        assert_eq!(
+            (stats.pending, stats.appended_total, stats.acked_total),
+            (0, 2, 2)
+        );
+    }
+
+    #[test]
+    fn batch_is_one_group_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        spool
+            .append("report_contact", "1001", &json!({"a": 1}))
+            .unwrap();
+        let items: Vec<_> = (0..5)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), data(i)))
+            .collect();
+        let entries = spool.append_batch(&items).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
+        assert_eq!(entries[4].data, data(4));
+        assert!(spool.append_batch(&[]).unwrap().is_empty());
+        assert_eq!(spool.len(), 6);
+        spool.ack("s1:1").unwrap();
+        for e in &entries {
+            assert_eq!(&spool.front().unwrap().unwrap(), e);
+            spool.ack(&e.event_id).unwrap();
+        }
+        assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn reopen_keeps_unacked_entries_ids_and_continues_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = {
+            let mut spool = open(dir.path());
+            let entries = fill(&mut spool, 5);
+            spool.ack("s1:1").unwrap();
+            spool.ack("s1:2").unwrap();
+            entries
+        };
+        let mut spool = open(dir.path());
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.recovery().pending, 3);
+        assert_eq!(spool.recovery().next_seq, 6);
+        assert_eq!(spool.recovery().torn_bytes, 0);
+        assert_eq!(pending_ids(&spool), vec!["s1:3", "s1:4", "s1:5"]);
+        assert_eq!(spool.front().unwrap().unwrap(), entries[2]);
+        let next = spool.append("report_new_msg", "1001", &data(9)).unwrap();
+        assert_eq!(next.event_id, "s1:6");
+        drop(spool);
+
+        // Everything acknowledged: the seq still continues after a restart.
+        let mut spool = open(dir.path());
+        for id in ["s1:3", "s1:4", "s1:5", "s1:6"] {
+            spool.ack(id).unwrap();
+        }
+        drop(spool);
+        let mut spool = open(dir.path());
+        assert!(spool.is_empty());
+        assert_eq!(
+            spool.append("a", "w", &json!(null)).unwrap().event_id,
+            "s1:7"
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_complete_records_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 5);
+        }
+        let seg = only_segment(dir.path());
+        let len = fs::metadata(&seg).unwrap().len();
+        // Cut the last record in half and add garbage, as a crash mid-write might leave it.
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 10).unwrap();
+        drop(f);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0xAB; 37]).unwrap();
+        drop(f);
+
+        let mut spool = open(dir.path());
+        assert_eq!(spool.len(), 4);
+        let torn = spool.recovery().torn_bytes;
+        assert!(torn > 37, "{torn}");
+        assert_eq!(pending_ids(&spool), vec!["s1:1", "s1:2", "s1:3", "s1:4"]);
+        // The torn record was never confirmed, so its seq is given again.
+        let e = spool.append("report_new_msg", "1001", &data(5)).unwrap();
+        assert_eq!(e.seq, 5);
+        drop(spool);
+        // The tail was cut, so the record written after it is readable.
+        let mut spool = open(dir.path());
+        assert_eq!(spool.len(), 5);
+        assert_eq!(spool.recovery().torn_bytes, 0);
+        for i in 1..=5 {
+            let front = spool.front().unwrap().unwrap();
+            assert_eq!(front.seq, i);
+            spool.ack(&front.event_id).unwrap();
+        }
+    }
+
+    #[test]
+    fn garbage_after_complete_records_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 3);
+        }
+        let seg = only_segment(dir.path());
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"wr\x01\0garbage").unwrap();
+        drop(f);
+        let spool = open(dir.path());
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.recovery().torn_bytes, 11);
+    }
+
+    /// Flips one byte at `offset` in `path`.
+    fn flip(path: &Path, offset: u64) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[offset as usize] ^= 0x40;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn checksum_mismatch_before_valid_records_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 5);
+            spool.segments[0].slots[1]
+        };
+        let seg = only_segment(dir.path());
+        // A byte inside the payload of the second record.
+        flip(&seg, u64::from(slot.offset) + RECORD_HEADER as u64 + 3);
+        let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+        match &err {
+            SpoolError::Corrupt { offset, detail, .. } => {
+                assert_eq!(*offset, u64::from(slot.offset));
+                assert!(detail.contains("checksum mismatch"), "{detail}");
+                assert!(detail.contains("valid record follows"), "{detail}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(err.to_string().contains("corrupt at byte"), "{err}");
+        // Refusing must not have changed the file.
+        assert!(Spool::open(dir.path(), "s1", BIG).is_err());
+    }
+
+    #[test]
+    fn checksum_mismatch_in_the_last_record_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 3);
+            spool.segments[0].slots[2]
+        };
+        let seg = only_segment(dir.path());
+        flip(&seg, u64::from(slot.offset) + RECORD_HEADER as u64 + 1);
+        let spool = open(dir.path());
+        assert_eq!(spool.len(), 2);
+        assert_eq!(spool.recovery().torn_bytes, u64::from(slot.len));
+    }
+
+    #[test]
+    fn front_detects_damage_after_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        fill(&mut spool, 2);
+        let slot = spool.segments[0].slots[0];
+        flip(
+            &only_segment(dir.path()),
+            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
+        );
+        let err = spool.front().unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::Corrupt { detail, .. } if detail.contains("checksum")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn limits_refuse_with_a_clear_error_and_keep_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 20,
+            max_events: 3,
+        };
+        let mut spool = Spool::open(dir.path(), "s1", limits).unwrap();
+        fill(&mut spool, 3);
+        let err = spool
+            .append("report_new_msg", "1001", &data(4))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpoolError::Full {
+                    what: "events",
+                    limit: 3
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "spool full: the [spool] max_events limit of 3 events is reached; the report was not appended"
+        );
+        let batch = vec![("a".to_owned(), "w".to_owned(), json!(1))];
+        assert!(matches!(
+            spool.append_batch(&batch),
+            Err(SpoolError::Full { .. })
+        ));
+        assert_eq!(spool.stats().full_rejections, 2);
+        assert_eq!(spool.len(), 3);
+        spool.ack("s1:1").unwrap();
+        assert_eq!(
+            spool
+                .append("report_new_msg", "1001", &data(4))
+                .unwrap()
+                .event_id,
+            "s1:4"
+        );
+        drop(spool);
+        let spool = Spool::open(dir.path(), "s1", limits).unwrap();
+        assert_eq!(spool.len(), 3);
+
+        // Bytes: a batch that does not fit is refused whole.
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1000,
+            max_events: 100,
+        };
+        let mut spool = Spool::open(dir.path(), "s1", limits).unwrap();
+        let items: Vec<_> = (0..5)
+            .map(|_| ("a".to_owned(), "w".to_owned(), json!("x".repeat(150))))
+            .collect();
+        spool.append_batch(&items).unwrap();
+        let before = spool.bytes();
+        assert!(before <= 1000);
+        let err = spool.append_batch(&items).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpoolError::Full {
+                    what: "bytes",
+                    limit: 1000
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("max_bytes"), "{err}");
+        assert_eq!((spool.len(), spool.bytes()), (5, before));
+        let err = spool
+            .append("a", "w", &json!("y".repeat(2000)))
+            .unwrap_err();
+        assert!(
+            matches!(err, SpoolError::TooLarge { limit: 1000, .. }),
+            "{err:?}"
+        );
+        drop(spool);
+        assert_eq!(Spool::open(dir.path(), "s1", limits).unwrap().len(), 5);
+    }
+
+    /// A directory on tmpfs when there is one: this test is about disk use, not sync latency,
+    /// and 100 000 acks each with an fdatasync would take minutes on a real disk.
+    fn scratch_dir() -> tempfile::TempDir {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir()
+            && let Ok(dir) = tempfile::tempdir_in(shm)
+        {
+            return dir;
+        }
+        tempfile::tempdir().unwrap()
+    }
+
+    fn dir_size(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn rotation_and_compaction_keep_disk_bounded() {
+        let dir = scratch_dir();
+        let mut spool = open(dir.path());
+        let mut max_size = 0;
+        let mut max_segments = 0;
+        let items: Vec<_> = (0..100)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), data(i)))
+            .collect();
+        for round in 0..1000u64 {
+            let entries = spool.append_batch(&items).unwrap();
+            assert_eq!(entries[0].seq, round * 100 + 1);
+            for e in &entries {
+                spool.ack(&e.event_id).unwrap();
+            }
+            if round % 50 == 0 {
+                max_size = max_size.max(dir_size(dir.path()));
+                max_segments = max_segments.max(list_segments(dir.path()).unwrap().len());
+            }
+        }
+        assert!(spool.is_empty());
+        assert_eq!(spool.stats().acked_total, 100_000);
+        // 100 000 entries of ~90 bytes plus their acks is ≈ 11 MB; the directory stays near
+        // two segments.
+        assert!(max_size <= 3 * SEGMENT_TARGET, "{max_size}");
+        assert!(max_segments <= 2, "{max_segments}");
+        assert!(dir_size(dir.path()) <= 3 * SEGMENT_TARGET);
+        assert_eq!(spool.disk_bytes(), dir_size(dir.path()));
+        drop(spool);
+        let mut spool = open(dir.path());
+        assert!(spool.is_empty());
+        assert_eq!(spool.append("a", "w", &json!(1)).unwrap().seq, 100_001);
+    }
+
+    #[test]
+    fn pending_entries_span_segments_across_restarts() {
+        let dir = scratch_dir();
+        let items: Vec<_> = (0..1000)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), data(i)))
+            .collect();
+        {
+            let mut spool = open(dir.path());
+            for _ in 0..30 {
+                spool.append_batch(&items).unwrap();
+            }
+            assert!(spool.segments.len() >= 3, "{}", spool.segments.len());
+            // Ack across the first segment boundary.
+            let first_segment = spool.segments[0].slots.len() as u64;
+            for seq in 1..=first_segment + 10 {
+                spool.ack(&format!("s1:{seq}")).unwrap();
+            }
+            assert_eq!(spool.len(), 30_000 - first_segment - 10);
+        }
+        let mut spool = open(dir.path());
+        let pending = spool.len();
+        let mut expected = 30_000 - pending + 1;
+        while let Some(front) = spool.front().unwrap() {
+            assert_eq!(front.seq, expected);
+            assert_eq!(front.data, data((expected - 1) % 1000));
+            spool.ack(&front.event_id).unwrap();
+            expected += 1;
+        }
+        assert_eq!(expected, 30_001);
+        assert!(list_segments(dir.path()).unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 2);
+        }
+        let seg = only_segment(dir.path());
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+        fs::write(&seg, bytes).unwrap();
+        let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpoolError::UnsupportedVersion {
+                    found: 7,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("format version 7 is not supported (this build reads version 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn another_session_and_a_second_opener_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        assert!(matches!(
+            Spool::open(dir.path(), "s1", BIG),
+            Err(SpoolError::Locked { .. })
+        ));
+        drop(spool);
+        let err = Spool::open(dir.path(), "s2", BIG).unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::SessionMismatch { found, .. } if found == "s1"),
+            "{err:?}"
+        );
+        for bad in ["", "a b", "x\ny", "é"] {
+            assert!(
+                matches!(
+                    Spool::open(dir.path(), bad, BIG),
+                    Err(SpoolError::InvalidSession { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn interrupted_rotation_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 3);
+        }
+        // A newer segment that got only part of its header before a crash.
+        let partial = dir.path().join(segment_name(2));
+        fs::write(&partial, &encode_header(4, "s1")[..15]).unwrap();
+        let mut spool = open(dir.path());
+        assert!(spool.recovery().removed_partial_segment);
+        assert!(!partial.exists());
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.append("a", "w", &json!(1)).unwrap().seq, 4);
+    }
+
+    #[test]
+    fn a_damaged_header_before_records_is_corruption_not_a_partial_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 2);
+        }
+        let seg = only_segment(dir.path());
+        flip(&seg, 14); // inside the base seq, under the header checksum
+        let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::Corrupt { offset: 0, detail, .. } if detail.contains("header")),
+            "{err:?}"
+        );
+        assert!(seg.exists());
+    }
+
+    #[test]
+    fn a_missing_segment_with_pending_reports_is_corruption() {
+        let dir = scratch_dir();
+        let items: Vec<_> = (0..1000)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), data(i)))
+            .collect();
+        {
+            let mut spool = open(dir.path());
+            for _ in 0..30 {
+                spool.append_batch(&items).unwrap();
+            }
+            assert!(spool.segments.len() >= 3);
+        }
+        let segs = list_segments(dir.path()).unwrap();
+        fs::remove_file(&segs[1].1).unwrap();
+        let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::Corrupt { detail, .. } if detail.contains("missing")),
+            "{err:?}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directory_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("sessions").join("s1").join("spool");
+        let mut spool = open(&dir);
+        fill(&mut spool, 1);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for entry in fs::read_dir(&dir).unwrap() {
+            assert_eq!(mode(&entry.unwrap().path()), 0o600);
+        }
+    }
+}
