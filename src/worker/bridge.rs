@@ -422,19 +422,16 @@ impl Bridge {
         .await;
         let ack = match r {
             Ok(ack) => ack,
-            Err(e @ (ControlError::LoginRefused { .. } | ControlError::SignatureFailed { .. })) => {
-                tracing::error!(error = %e, "the control plane refused the account; stopping without reporting");
-                self.refused = true;
-                let _ = self
-                    .commands
-                    .send(WorkerCommand::Refused {
-                        detail: e.to_string(),
-                    })
-                    .await;
-                return;
-            }
             Err(e) => {
-                tracing::error!(error = %e, "login report failed; stopping");
+                // A refusal, a bad signature, or a control plane that never answered: in every
+                // case the account must not run unreported, so the session stops here.
+                let why = match e {
+                    ControlError::LoginRefused { .. } | ControlError::SignatureFailed { .. } => {
+                        "the control plane refused the account"
+                    }
+                    _ => "the login report failed",
+                };
+                tracing::error!(error = %e, "{why}; stopping without reporting");
                 self.refused = true;
                 let _ = self
                     .commands
