@@ -102,6 +102,9 @@ pub struct WechatConfig {
     /// `[wechat] network_give_up`; default 10m: consecutive network failure for this long ends
     /// the session with reason `network`.
     pub network_give_up: Duration,
+    /// `[wechat] deaf_after`; default 10m: no successful webwxsync for this long while synccheck
+    /// keeps answering "nothing new" (the "deaf" state) forces a sync and then a re-init.
+    pub deaf_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +175,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("wechat", "request_timeout"),
     ("wechat", "longpoll_timeout"),
     ("wechat", "network_give_up"),
+    ("wechat", "deaf_after"),
     ("qr", "max_refreshes"),
     ("qr", "max_wait"),
     ("spool", "max_bytes"),
@@ -198,6 +202,7 @@ const DEFAULT_LOGIN_URL: &str = "https://login.wx.qq.com";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
 const DEFAULT_NETWORK_GIVE_UP: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_DEAF_AFTER: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_MAX_REFRESHES: u32 = 5;
 const DEFAULT_QR_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -418,6 +423,7 @@ impl Config {
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 longpoll_timeout: DEFAULT_LONGPOLL_TIMEOUT,
                 network_give_up: DEFAULT_NETWORK_GIVE_UP,
+                deaf_after: DEFAULT_DEAF_AFTER,
             },
             qr: QrConfig {
                 max_refreshes: DEFAULT_MAX_REFRESHES,
@@ -499,6 +505,7 @@ impl Config {
                 ("request_timeout", duration_text(w.request_timeout)),
                 ("longpoll_timeout", duration_text(w.longpoll_timeout)),
                 ("network_give_up", duration_text(w.network_give_up)),
+                ("deaf_after", duration_text(w.deaf_after)),
             ],
         );
         section(
@@ -735,6 +742,8 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
     longpoll.set(&mut wechat.longpoll_timeout);
     r.take("wechat", "network_give_up", duration(Floor::AboveZero))
         .set(&mut wechat.network_give_up);
+    r.take("wechat", "deaf_after", duration(Floor::AboveZero))
+        .set(&mut wechat.deaf_after);
 
     let qr = &mut config.qr;
     r.take("qr", "max_refreshes", count)

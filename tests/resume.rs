@@ -27,6 +27,18 @@ fn first_login(sim: &Sim, cfg: &TestConfig, uin: u64) -> Worker {
     w
 }
 
+/// The uuid of the push login waiting for the account's confirmation.
+fn push_uuid(sim: &Sim, uin: u64) -> String {
+    wait_until("the push login uuid", || {
+        let v = sim.get("/__sim/qr");
+        v["pending"]
+            .as_array()?
+            .iter()
+            .find(|q| q["push_uin"].as_u64() == Some(uin))
+            .and_then(|q| q["uuid"].as_str().map(str::to_owned))
+    })
+}
+
 #[test]
 fn killed_worker_resumes_without_a_scan_and_loses_nothing() {
     let sim = Sim::start();
@@ -109,14 +121,7 @@ fn rejected_session_falls_back_to_push_login() {
     });
     w2.out
         .wait_for("the push login prompt", |l| l.starts_with("push login:"));
-    let uuid = wait_until("the push login uuid", || {
-        let v = sim.get("/__sim/qr");
-        v["pending"]
-            .as_array()?
-            .iter()
-            .find(|q| q["push_uin"].as_u64() == Some(uin))
-            .and_then(|q| q["uuid"].as_str().map(str::to_owned))
-    });
+    let uuid = push_uuid(&sim, uin);
     sim.post(&format!("/__sim/qr/{uuid}/confirm"), json!({}));
     w2.out.wait_for("the push login result", |l| {
         l.starts_with("resume: push_login ok")
@@ -144,14 +149,7 @@ fn unconfirmed_push_login_falls_back_to_a_fresh_qr_code() {
     let w2 = Worker::start(&cfg.path, "s1");
     w2.out
         .wait_for("the push login prompt", |l| l.starts_with("push login:"));
-    let uuid = wait_until("the push login uuid", || {
-        let v = sim.get("/__sim/qr");
-        v["pending"]
-            .as_array()?
-            .iter()
-            .find(|q| q["push_uin"].as_u64() == Some(uin))
-            .and_then(|q| q["uuid"].as_str().map(str::to_owned))
-    });
+    let uuid = push_uuid(&sim, uin);
     sim.post(&format!("/__sim/qr/{uuid}/expire"), json!({}));
     w2.out
         .wait_for("the fallback", |l| l.starts_with("resume: qr ok"));

@@ -359,3 +359,21 @@ fn ctrl_c_logs_the_account_out_cleanly() {
     );
     assert!(!process_exists(w.pid()), "worker reaped");
 }
+
+#[test]
+fn quiet_session_is_probed_and_keeps_working() {
+    let sim = Sim::start();
+    // synccheck keeps answering "nothing new"; with deaf_after at 1 s the worker probes with a
+    // webwxsync now and then, and the session goes on normally.
+    let (uin, _cfg, w) = online(&sim, "deaf_after = \"1s\"\n");
+    w.err
+        .wait_for("a probe", |l| l.contains("probing with a webwxsync"));
+    sim.inject(
+        uin,
+        json!({"type": "text", "from": "Bob", "text": "still listening"}),
+    );
+    w.out.wait_for("a message after the probe", |l| {
+        l.contains("still listening")
+    });
+    assert_eq!(w.out.count(|l| l.starts_with("ended:")), 0);
+}

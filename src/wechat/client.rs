@@ -744,8 +744,7 @@ pub struct PendingKeys {
 #[derive(Clone, Copy)]
 pub(crate) enum Host {
     Main,
-    // Uploads and file downloads (src/wechat/media.rs).
-    #[allow(dead_code)]
+    /// Uploads and file downloads (src/wechat/media.rs).
     File,
     Webpush,
 }

@@ -7,6 +7,7 @@ pub mod desktop;
 pub mod error;
 pub mod hosts;
 pub mod login;
+pub mod media;
 pub mod message;
 pub mod ops;
 pub mod parse;

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct SyncSettings {
     /// Continuous failure for this long ends the session with reason `network`.
     pub network_give_up: Duration,
+    /// No successful webwxsync for this long while synccheck says "nothing new": force one.
+    pub deaf_after: Duration,
     /// Empty webwxsync answers (selector set, nothing new, key unchanged) in a row before backing off.
     pub empty_before_backoff: u32,
     /// Empty answers in a row before a re-init (webwxinit) to get a fresh key.
@@ -22,9 +24,10 @@ pub struct SyncSettings {
 }
 
 impl SyncSettings {
-    pub fn new(network_give_up: Duration) -> SyncSettings {
+    pub fn new(network_give_up: Duration, deaf_after: Duration) -> SyncSettings {
         SyncSettings {
             network_give_up,
+            deaf_after,
             empty_before_backoff: 3,
             empty_before_reinit: 8,
         }
@@ -51,6 +54,8 @@ pub struct SyncStats {
     pub syncs: u64,
     pub empty_syncs: u64,
     pub reinits: u64,
+    /// Times a probe found data synccheck had not announced (the "deaf" state).
+    pub deaf: u64,
     pub errors: u64,
     /// Last non-zero retcode seen, if any.
     pub last_retcode: Option<i64>,
@@ -64,6 +69,11 @@ pub struct SyncLoop {
     fast_zero_streak: u32,
     failing_since: Option<Instant>,
     last_success: Option<Instant>,
+    created: Instant,
+    /// The current webwxsync is a deafness probe.
+    probing: bool,
+    /// The probe found data synccheck never announced: re-init before the next poll.
+    reinit_pending: bool,
     pub stats: SyncStats,
 }
 
@@ -80,6 +90,9 @@ impl SyncLoop {
             fast_zero_streak: 0,
             failing_since: None,
             last_success: None,
+            created: Instant::now(),
+            probing: false,
+            reinit_pending: false,
             stats: SyncStats::default(),
         }
     }
@@ -92,6 +105,25 @@ impl SyncLoop {
     /// Runs until there is something for the caller.
     pub async fn next(&mut self, client: &WebClient, cancel: &CancellationToken) -> SyncStep {
         loop {
+            if std::mem::take(&mut self.reinit_pending) {
+                self.stats.reinits += 1;
+                let delay = self.idle_backoff.next_delay();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return SyncStep::Cancelled,
+                }
+                match client.init(false).await {
+                    Ok(init) => return SyncStep::Reinit(Box::new(init)),
+                    Err(e) => {
+                        if let Some(reason) = e.ret().and_then(LogoutReason::from_retcode) {
+                            return SyncStep::LoggedOut(reason);
+                        }
+                        if let Some(step) = self.failed(e, cancel).await {
+                            return step;
+                        }
+                    }
+                }
+            }
             let started = Instant::now();
             self.stats.checks += 1;
             let check = tokio::select! {
@@ -123,7 +155,13 @@ impl SyncLoop {
                 continue;
             }
             self.succeeded();
-            if check.selector == 0 {
+            let deaf = check.selector == 0
+                && self.last_success.unwrap_or(self.created).elapsed() >= self.settings.deaf_after;
+            if deaf {
+                // A quiet session looks the same as a deaf one; a probe tells them apart.
+                tracing::debug!("no sync for a while; probing with a webwxsync");
+                self.probing = true;
+            } else if check.selector == 0 {
                 if started.elapsed() < FAST_ANSWER {
                     self.fast_zero_streak += 1;
                     if self.fast_zero_streak >= 3 {
@@ -150,6 +188,14 @@ impl SyncLoop {
                 Ok((data, keys)) => {
                     self.succeeded();
                     self.last_success = Some(Instant::now());
+                    if std::mem::take(&mut self.probing) && !data.is_empty() {
+                        self.stats.deaf += 1;
+                        self.reinit_pending = true;
+                        tracing::warn!(
+                            deaf = self.stats.deaf,
+                            "synccheck kept saying nothing new while data was waiting; re-initialising after this batch"
+                        );
+                    }
                     if !data.is_empty() || data.key_changed {
                         self.empty_streak = 0;
                         self.idle_backoff.reset();

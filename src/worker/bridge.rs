@@ -3,7 +3,10 @@
 //! messages as reports, tasks pulled for the account or handed back in acks, and `logout` with
 //! the reason. Tasks run on their own task so a slow send never stalls the event flow.
 
-use super::events::{Account, AccountOp, MentionStyle, OpResult, WorkerCommand, WorkerEvent};
+use super::events::{
+    Account, AccountOp, MentionStyle, OpResult, OutgoingMedia, WorkerCommand, WorkerEvent,
+};
+use super::fetch::Fetcher;
 use super::ipc::WorkerMessage;
 use super::pacing::{DailyKind, Pacer};
 use super::reports::{self, Ids};
@@ -39,6 +42,8 @@ pub struct BridgeSettings {
     pub contact_batch: Duration,
     /// The account's send pacing (shared with the driver, which notes rate limiting).
     pub pacer: Arc<Pacer>,
+    /// Fetches the URLs of media tasks (guarded against private addresses).
+    pub fetcher: Arc<Fetcher>,
 }
 
 /// The durable side of reporting: every report is appended to the session's spool before it is
@@ -417,19 +422,16 @@ impl Bridge {
         .await;
         let ack = match r {
             Ok(ack) => ack,
-            Err(e @ (ControlError::LoginRefused { .. } | ControlError::SignatureFailed { .. })) => {
-                tracing::error!(error = %e, "the control plane refused the account; stopping without reporting");
-                self.refused = true;
-                let _ = self
-                    .commands
-                    .send(WorkerCommand::Refused {
-                        detail: e.to_string(),
-                    })
-                    .await;
-                return;
-            }
             Err(e) => {
-                tracing::error!(error = %e, "login report failed; stopping");
+                // A refusal, a bad signature, or a control plane that never answered: in every
+                // case the account must not run unreported, so the session stops here.
+                let why = match e {
+                    ControlError::LoginRefused { .. } | ControlError::SignatureFailed { .. } => {
+                        "the control plane refused the account"
+                    }
+                    _ => "the login report failed",
+                };
+                tracing::error!(error = %e, "{why}; stopping without reporting");
                 self.refused = true;
                 let _ = self
                     .commands
@@ -459,6 +461,7 @@ impl Bridge {
                 wxid: account.wxid.clone(),
                 user_name: account.user_name.clone(),
                 pacer: self.settings.pacer.clone(),
+                fetcher: self.settings.fetcher.clone(),
                 flag_report_contact: ack.flag_report_contact,
             };
             tokio::spawn(exec.run(rx, stop_tasks.clone()));
@@ -607,6 +610,7 @@ struct Executor {
     user_name: String,
     flag_report_contact: u32,
     pacer: Arc<Pacer>,
+    fetcher: Arc<Fetcher>,
 }
 
 impl Executor {
@@ -680,11 +684,20 @@ impl Executor {
                                 .map_err(|e| format!("msg_list[{i}]: {e}"))?;
                         }
                         other => {
-                            return Err(format!(
-                                "msg_list[{i}]: push unit {} (msg_type {}) is not supported by this agent yet",
-                                other.kind(),
-                                other.msg_type()
-                            ));
+                            let media = self
+                                .outgoing(other)
+                                .await
+                                .map_err(|e| format!("msg_list[{i}]: {e}"))?;
+                            self.pacer
+                                .acquire()
+                                .await
+                                .map_err(|e| format!("msg_list[{i}]: {e}"))?;
+                            self.op(AccountOp::SendMedia {
+                                to: self.user(to.clone()),
+                                media,
+                            })
+                            .await
+                            .map_err(|e| format!("msg_list[{i}]: {e}"))?;
                         }
                     }
                 }
@@ -848,10 +861,90 @@ impl Executor {
                 })
                 .await
                 .map(|_| Some(())),
-            Task::UploadFile { .. } => {
-                Err("task 9 (upload a received file) is not supported by this agent yet".into())
+            Task::UploadFile { file_index } => {
+                let OpResult::File {
+                    bytes,
+                    name,
+                    content_type,
+                } = self
+                    .op(AccountOp::Download {
+                        file_index: file_index.clone(),
+                    })
+                    .await?
+                else {
+                    return Err("unexpected answer to a download".into());
+                };
+                if !self.control.can_upload() {
+                    return Err("no [control] upload_url is configured".into());
+                }
+                self.control
+                    .upload_file(&file_index, &name, &content_type, bytes)
+                    .await
+                    .map(|_| Some(()))
+                    .map_err(|e| format!("upload: {e}"))
             }
             other => Err(unsupported(&other)),
+        }
+    }
+
+    /// Turns a media push unit into an outgoing message: fetch the URL through the guarded
+    /// fetcher, sniff what it really is, and choose how the web protocol can send it.
+    async fn outgoing(&self, unit: PushUnit) -> Result<OutgoingMedia, String> {
+        use super::media::{SendPlan, plan_image_send, plan_video_send, sniff};
+        let fetch =
+            |url: String| async move { self.fetcher.fetch(&url).await.map_err(|e| e.to_string()) };
+        let as_file = |f: &super::fetch::Fetched| OutgoingMedia::File {
+            bytes: f.bytes.to_vec(),
+            name: f.file_name_or_default(),
+            content_type: f.content_type.clone(),
+        };
+        match unit {
+            PushUnit::Image { url } | PushUnit::Gif { url } => {
+                let f = fetch(url).await?;
+                let sniffed = sniff(&f.bytes);
+                Ok(match plan_image_send(&sniffed) {
+                    SendPlan::Image => OutgoingMedia::Image {
+                        bytes: f.bytes.to_vec(),
+                        name: f.file_name_or_default(),
+                        content_type: sniffed.content_type.to_owned(),
+                    },
+                    SendPlan::Gif => OutgoingMedia::Gif {
+                        bytes: f.bytes.to_vec(),
+                        name: f.file_name_or_default(),
+                    },
+                    _ => as_file(&f),
+                })
+            }
+            PushUnit::Video { url } => {
+                let f = fetch(url).await?;
+                Ok(match plan_video_send(&sniff(&f.bytes)) {
+                    SendPlan::Video => OutgoingMedia::Video {
+                        bytes: f.bytes.to_vec(),
+                        name: f.file_name_or_default(),
+                    },
+                    _ => as_file(&f),
+                })
+            }
+            PushUnit::File { url } => Ok(as_file(&fetch(url).await?)),
+            PushUnit::Link {
+                url,
+                title,
+                desc,
+                img_url,
+            } => Ok(OutgoingMedia::Link {
+                title,
+                desc,
+                url,
+                thumb_url: img_url,
+            }),
+            PushUnit::MiniProgram { raw_msg, .. } => Ok(OutgoingMedia::AppXml { xml: raw_msg }),
+            PushUnit::Card { .. } => Err(
+                "push unit card (msg_type 42): the web protocol cannot send contact cards".into(),
+            ),
+            PushUnit::Text { .. } => Err("a text is not a media message".into()),
+            PushUnit::Unknown { msg_type, .. } => {
+                Err(format!("push unit msg_type {msg_type} is unknown"))
+            }
         }
     }
 

@@ -70,6 +70,7 @@ pub async fn run(
         shutdown,
         book: None,
         recent: RecentIds::new(4096),
+        media: super::ops::MediaIndex::new(10_000),
         dir: persist::session_dir(&config.agent.state_dir, &spec_id),
         settings,
         logged_out_remote: false,
@@ -93,6 +94,7 @@ struct Session<'a> {
     shutdown: CancellationToken,
     book: Option<ContactBook>,
     recent: RecentIds,
+    media: super::ops::MediaIndex,
     settings: ClientSettings,
     /// `state_dir/sessions/<id>`.
     dir: std::path::PathBuf,
@@ -449,7 +451,10 @@ impl Session<'_> {
     }
 
     async fn sync_until_end(&mut self) -> Outcome {
-        let mut sync = SyncLoop::new(SyncSettings::new(self.config.wechat.network_give_up));
+        let mut sync = SyncLoop::new(SyncSettings::new(
+            self.config.wechat.network_give_up,
+            self.config.wechat.deaf_after,
+        ));
         loop {
             let step = {
                 let fut = sync.next(&self.client, &self.shutdown);
@@ -458,7 +463,7 @@ impl Session<'_> {
                     tokio::select! {
                         step = &mut fut => break step,
                         Some(cmd) = self.commands.recv() => {
-                            if let Some(outcome) = Self::command(&self.client, &self.spec.pacer, self.book.as_mut(), &self.events, &mut self.recent, cmd).await {
+                            if let Some(outcome) = Self::command(&self.client, &self.spec.pacer, self.book.as_mut(), &self.media, &self.events, &mut self.recent, cmd).await {
                                 // Logout and refusal both sent webwxlogout.
                                 self.logged_out_remote = true;
                                 return outcome;
@@ -521,6 +526,7 @@ impl Session<'_> {
         client: &WebClient,
         pacer: &Pacer,
         mut book: Option<&mut ContactBook>,
+        media: &super::ops::MediaIndex,
         events: &mpsc::Sender<WorkerEvent>,
         recent: &mut RecentIds,
         cmd: WorkerCommand,
@@ -528,7 +534,7 @@ impl Session<'_> {
         match cmd {
             WorkerCommand::Op { op, reply } => {
                 let result = match book.as_deref_mut() {
-                    Some(b) => super::ops::perform(client, b, op).await,
+                    Some(b) => super::ops::perform(client, b, media, op).await,
                     None => Err("not logged in yet".into()),
                 };
                 let result = result.map_err(|e| note_rate_limit(pacer, e));
@@ -661,6 +667,9 @@ impl Session<'_> {
                 continue;
             }
             let message = parse_message(raw, &book);
+            if let Some(r) = super::media::MediaRef::from_message(&message) {
+                self.media.insert(super::reports::file_index(&message), r);
+            }
             if let MessageKind::System { text } = &message.kind
                 && is_rate_limit_notice(text)
             {

@@ -8,6 +8,7 @@ pub mod events;
 pub mod fetch;
 pub mod foreground;
 pub mod ipc;
+pub mod media;
 pub mod ops;
 pub mod pacing;
 pub mod persist;

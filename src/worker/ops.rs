@@ -1,7 +1,8 @@
 //! Account operations behind [`AccountOp`]: each resolves the names it is given against the
 //! contact book, calls the web client, and folds what the server returned back into the book.
 
-use super::events::{AccountOp, OpResult};
+use super::events::{AccountOp, OpResult, SendReceipt};
+use super::media::{self as worker_media, MediaRef, MediaRefKind};
 use crate::wechat::client::WebClient;
 use crate::wechat::contact::{Contact, ContactBook, ContactKind};
 use crate::wechat::ops::{AddMethod, INVITE_START_COUNT, VerifyOp};
@@ -70,9 +71,72 @@ pub async fn refresh(
     Ok(out)
 }
 
+/// The media of recently received messages by `file_index` (bounded; oldest forgotten first),
+/// so task 9 can fetch them later.
+pub struct MediaIndex {
+    cap: usize,
+    order: std::collections::VecDeque<String>,
+    map: std::collections::HashMap<String, MediaRef>,
+}
+
+impl MediaIndex {
+    pub fn new(cap: usize) -> MediaIndex {
+        MediaIndex {
+            cap,
+            order: Default::default(),
+            map: Default::default(),
+        }
+    }
+
+    pub fn insert(&mut self, file_index: String, r: MediaRef) {
+        if self.map.contains_key(&file_index) {
+            return;
+        }
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.map.remove(&old);
+        }
+        self.order.push_back(file_index.clone());
+        self.map.insert(file_index, r);
+    }
+
+    /// The reference for a `file_index` (`<MsgType>:<MsgId>`). Images, voice and video can be
+    /// fetched by id alone even when the message is no longer remembered (e.g. after a restart).
+    pub fn get(&self, file_index: &str) -> Result<MediaRef, String> {
+        if let Some(r) = self.map.get(file_index) {
+            return Ok(r.clone());
+        }
+        let unknown = || format!("file_index {file_index:?} is not one this agent issued");
+        let (t, id) = file_index.split_once(':').ok_or_else(unknown)?;
+        let msg_type: i64 = t.parse().map_err(|_| unknown())?;
+        let kind = match msg_type {
+            3 => MediaRefKind::Image,
+            47 => MediaRefKind::Emoticon,
+            34 => MediaRefKind::Voice,
+            43 | 62 => MediaRefKind::Video,
+            _ => {
+                return Err(format!(
+                    "file_index {file_index:?}: the message is no longer known to this worker"
+                ));
+            }
+        };
+        Ok(MediaRef {
+            kind,
+            msg_type,
+            msg_id: id.to_owned(),
+            from: String::new(),
+            media_id: String::new(),
+            file_name: String::new(),
+            encry_file_name: String::new(),
+        })
+    }
+}
+
 pub async fn perform(
     client: &WebClient,
     book: &mut ContactBook,
+    media: &MediaIndex,
     op: AccountOp,
 ) -> Result<OpResult, String> {
     let err = |e: crate::wechat::error::WechatError| e.to_string();
@@ -174,8 +238,28 @@ pub async fn perform(
             Ok(OpResult::Contacts(fresh, Arc::new(book.clone())))
         }
         AccountOp::Contacts => Ok(OpResult::Book(Arc::new(book.clone()))),
-        AccountOp::SendMedia { .. } | AccountOp::Download { .. } => {
-            Err("media messages are not supported by this agent yet".into())
+        AccountOp::SendMedia { to, media: m } => {
+            let to = resolve(client, book, &to)?;
+            let sent = worker_media::send_outgoing(client, &to, &m)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(OpResult::Sent(SendReceipt {
+                to,
+                msg_id: sent.msg_id,
+                local_id: sent.local_id,
+            }))
+        }
+        AccountOp::Download { file_index } => {
+            let r = media.get(&file_index)?;
+            let d = worker_media::download(client, &r)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = worker_media::file_name_for(&r, &d);
+            Ok(OpResult::File {
+                bytes: d.bytes,
+                name,
+                content_type: d.content_type,
+            })
         }
     }
 }

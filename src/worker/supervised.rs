@@ -152,6 +152,17 @@ async fn one_login(
     // The driver stops on its own token: on shutdown we first ask the control plane.
     let driver_stop = CancellationToken::new();
     let pacer = Arc::new(Pacer::new(&config.pacing));
+    let fetcher = match super::fetch::Fetcher::new(&config.media) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            return (
+                Outcome::LoginFailed {
+                    detail: format!("media fetcher: {e}"),
+                },
+                None,
+            );
+        }
+    };
     let spec = SessionSpec {
         session_id: session_id.to_owned(),
         logout_on_shutdown: false,
@@ -168,6 +179,7 @@ async fn one_login(
         poll_interval: config.control.poll_interval,
         contact_batch: Duration::from_secs(10),
         pacer,
+        fetcher,
     };
     let bridge_cancel = CancellationToken::new();
     let bridge = Bridge::new(
