@@ -11,8 +11,7 @@
 //!   retry loop;
 //! - media: task 1 image / gif / video / file / link / mini-program units fetched from a loopback
 //!   file server started here, a 3 MiB file in chunks, a loopback URL refused by default, and
-//!   task 9 uploading received media byte for byte. These skip (saying so) while the binary
-//!   still answers "not supported".
+//!   task 9 uploading received image / file / voice / video byte for byte.
 //!
 //! Simulator bytes are read back through its own download endpoints with the worker's saved
 //! session cookies (`Sim::download_as`).
@@ -851,6 +850,22 @@ fn unsupported_tasks_are_answered_with_a_reason() {
         let why = ["web protocol", "on the phone", "unknown task type"];
         assert!(why.iter().any(|w| reason.contains(w)), "says why: {r}");
     }
+    // Push units the web protocol cannot send fail their task 1 the same way.
+    let r = env.run(
+        1,
+        json!({"wxid_to": bob, "msg_list": [{"msg_type": 42, "wxid_card": team}]}),
+    );
+    assert_eq!(r["task_result"], 0, "{r}");
+    assert!(
+        text(&r["error_reason"]).contains("cannot send contact cards"),
+        "{r}"
+    );
+    let r = env.run(
+        1,
+        json!({"wxid_to": bob, "msg_list": [{"msg_type": 9999, "msg": "?"}]}),
+    );
+    assert_eq!(r["task_result"], 0, "{r}");
+    assert!(text(&r["error_reason"]).contains("9999"), "{r}");
     // Nothing was sent or changed on the server's side.
     let outbox = env.sim.outbox(env.uin);
     assert!(outbox.is_empty(), "{outbox:?}");
@@ -1071,14 +1086,6 @@ fn pdf() -> Vec<u8> {
 
 const BIG: usize = 3 * 1024 * 1024;
 
-/// Whether a failed task says the agent does not do this yet (then the media tests skip).
-fn not_supported_yet(r: &Value) -> bool {
-    r["task_result"] == 0
-        && r["error_reason"]
-            .as_str()
-            .is_some_and(|e| e.contains("not supported"))
-}
-
 /// The upload of `media_id` in the outbox.
 fn upload_of(env: &Env, media_id: &Value) -> Value {
     env.sent_one("webwxuploadmedia", |u| &u["media_id"] == media_id)
@@ -1110,10 +1117,6 @@ fn media_push_units_upload_what_the_url_served() {
         {"msg_type": 49, "link_url": "https://example.invalid/story?id=7", "link_title": "A story",
          "link_desc": "worth reading", "link_img_url": "https://example.invalid/thumb.jpg"},
     ]}));
-    if not_supported_yet(&r) {
-        eprintln!("SKIPPED media push units: the binary answers {r}");
-        return;
-    }
     assert_eq!(r["task_result"], 1, "{r}");
     let to_bob = |m: &Value| m["to"] == bob;
 
@@ -1208,17 +1211,31 @@ fn media_push_units_upload_what_the_url_served() {
     let up = check_upload(&json!(attach), &big, "doc");
     assert!(up["detail"]["chunks"].as_u64() >= Some(6), "{up}");
 
+    // The bytes decide, not the unit: a PDF named as an image goes as a file.
+    env.ok(
+        1,
+        json!({"wxid_to": bob, "msg_list": [{"msg_type": 3, "msg": files.url("/report.pdf")}]}),
+    );
+    let apps = env.sent("webwxsendappmsg");
+    assert_eq!(apps.len(), 4, "{apps:?}");
+    assert!(
+        text(&apps[3]["content"]).contains("<type>6</type>"),
+        "{}",
+        apps[3]
+    );
+    assert_eq!(env.sent("webwxsendmsgimg").len(), 1);
+
     // A mini-program card with its cover.
     let raw = "<appmsg appid=\"wx0123456789ab\" sdkver=\"0\"><title>Tiny shop</title><type>33</type><url>https://example.invalid/mp</url></appmsg>";
     env.ok(1, json!({"wxid_to": bob, "msg_list": [{"msg_type": 4901, "raw_msg": raw, "cover_url": files.url("/cover.png")}]}));
     let apps = env.sent("webwxsendappmsg");
-    assert_eq!(apps.len(), 4, "{apps:?}");
+    assert_eq!(apps.len(), 5, "{apps:?}");
     assert!(
-        text(&apps[3]["content"]).contains("Tiny shop"),
+        text(&apps[4]["content"]).contains("Tiny shop"),
         "{}",
-        apps[3]
+        apps[4]
     );
-    assert_eq!(apps[3]["to"], bob.as_str());
+    assert_eq!(apps[4]["to"], bob.as_str());
 }
 
 #[test]
@@ -1230,10 +1247,6 @@ fn loopback_urls_are_refused_by_default() {
         1,
         json!({"wxid_to": bob, "msg_list": [{"msg_type": 3, "msg": files.url("/pic.png")}]}),
     );
-    if not_supported_yet(&r) {
-        eprintln!("SKIPPED private URL refusal: the binary answers {r}");
-        return;
-    }
     assert_eq!(r["task_result"], 0, "{r}");
     let reason = text(&r["error_reason"]);
     assert!(
@@ -1259,10 +1272,6 @@ fn task_9_uploads_received_media_byte_for_byte() {
 
     let index = image_unit["file_index"].clone();
     let r = env.run(9, json!({"file_index": index}));
-    if not_supported_yet(&r) {
-        eprintln!("SKIPPED task 9: the binary answers {r}");
-        return;
-    }
     assert_eq!(r["task_result"], 1, "{r}");
     let uploaded = env
         .sim
@@ -1297,7 +1306,54 @@ fn task_9_uploads_received_media_byte_for_byte() {
         .unwrap_or_else(|| panic!("no upload record: {uploads}"));
     assert_eq!(rec["file_name"], "notes.pdf", "{rec}");
 
-    // An index that names nothing fails with a reason.
+    // Voice and video, from their own download endpoints.
+    for (kind, endpoint, ext) in [
+        ("voice", "webwxgetvoice", ".mp3"),
+        ("video", "webwxgetvideo", ".mp4"),
+    ] {
+        let m = env.inject(json!({"type": kind, "from": "Bob"}));
+        let index = env.unit_of(&m)["file_index"].clone();
+        env.ok(9, json!({"file_index": index}));
+        let uploaded = env
+            .sim
+            .get_bytes(&format!("/__cp/uploads/media/{}", text(&index)));
+        let original = env.sim_media(&format!("{endpoint}?msgid={}", text(&m["msg_id"])));
+        assert!(!original.is_empty());
+        assert!(
+            uploaded == original,
+            "task 9 {kind} bytes differ ({} vs {})",
+            uploaded.len(),
+            original.len()
+        );
+        let uploads = env.sim.get("/__cp/uploads")["uploads"].clone();
+        let rec = uploads
+            .as_array()
+            .and_then(|l| l.iter().find(|u| u["file_index"] == index).cloned())
+            .unwrap_or_else(|| panic!("no upload record: {uploads}"));
+        assert!(text(&rec["file_name"]).ends_with(ext), "{rec}");
+    }
+
+    // A message without media, and an index that names nothing, fail with a reason; nothing
+    // more is uploaded.
+    let uploads = env.sim.get("/__cp/uploads")["uploads"]
+        .as_array()
+        .map(Vec::len);
+    let link = env.inject(
+        json!({"type": "link", "from": "Bob", "title": "t", "url": "https://example.invalid/"}),
+    );
+    env.unit_of(&link);
+    let r = env.run(
+        9,
+        json!({"file_index": format!("49:{}", text(&link["msg_id"]))}),
+    );
+    assert_eq!(r["task_result"], 0, "{r}");
+    assert!(!text(&r["error_reason"]).is_empty(), "{r}");
+    assert_eq!(
+        env.sim.get("/__cp/uploads")["uploads"]
+            .as_array()
+            .map(Vec::len),
+        uploads
+    );
     let r = env.run(9, json!({"file_index": "3:999999"}));
     assert_eq!(r["task_result"], 0, "{r}");
     assert!(!text(&r["error_reason"]).is_empty(), "{r}");
