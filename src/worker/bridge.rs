@@ -71,6 +71,10 @@ pub struct Bridge {
     outbox: Outbox,
     /// A report could not be spooled since the last barrier: the driver must not move past it.
     unspooled: std::sync::atomic::AtomicBool,
+    /// Messages spooled since the last confirmed barrier. After a refusal the server sends the
+    /// batch again; these are queued already, and skipping them lets a batch larger than the
+    /// spool get through in parts instead of refilling the spool with copies every time.
+    held: std::collections::HashSet<String>,
     settings: BridgeSettings,
     commands: mpsc::Sender<WorkerCommand>,
     ipc: Ipc,
@@ -102,6 +106,7 @@ impl Bridge {
             control,
             outbox,
             unspooled: std::sync::atomic::AtomicBool::new(false),
+            held: std::collections::HashSet::new(),
             settings,
             commands,
             ipc,
@@ -217,6 +222,7 @@ impl Bridge {
                     // Dropping the barrier tells the driver these events are not safe.
                     drop(b);
                 } else {
+                    self.held.clear();
                     b.release();
                 }
             }
@@ -271,6 +277,14 @@ impl Bridge {
                 let Some(l) = &self.logged_in else {
                     return None;
                 };
+                // A report of this batch was refused, so the whole batch comes again with the
+                // old SyncKey; spooling later messages now would put them ahead of the refused
+                // one (order per session, B.5). One spooled in an earlier try is queued already.
+                if self.unspooled.load(std::sync::atomic::Ordering::SeqCst)
+                    || self.held.contains(&message.msg_id)
+                {
+                    return None;
+                }
                 let ids = Ids {
                     wxid: &l.account.wxid,
                     user_name: &l.account.user_name,
@@ -280,6 +294,11 @@ impl Bridge {
                     self.report(&wxid, &req).await;
                 } else if let Some(unit) = reports::msg_unit(&message, &ids) {
                     self.report(&wxid, &NewMsg { msg: unit }).await;
+                }
+                if !message.msg_id.is_empty()
+                    && !self.unspooled.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    self.held.insert(message.msg_id.clone());
                 }
             }
             WorkerEvent::ContactAdded(c) | WorkerEvent::ContactChanged(c) => {

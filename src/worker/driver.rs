@@ -474,14 +474,18 @@ impl Session<'_> {
             };
             match step {
                 SyncStep::Data(data, keys) => {
-                    self.apply(data).await;
+                    let fresh = self.apply(data).await;
                     // Move the key past these events only once the owner has them safe
                     // (spooled): a crash before that re-fetches them instead of losing them.
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     self.emit(WorkerEvent::Barrier(Barrier(tx))).await;
                     if rx.await.is_err() {
                         // Not spooled (the spool is full): keep the key so nothing is skipped,
-                        // and do not spin on the same batch.
+                        // and do not spin on the same batch. The batch comes again with the old
+                        // key; it must not be dropped then as already seen.
+                        for id in &fresh {
+                            self.recent.forget(id);
+                        }
                         tracing::warn!(
                             "events were not confirmed safe; keeping the old sync key and retrying in 5 s"
                         );
@@ -617,10 +621,11 @@ impl Session<'_> {
     }
 
     /// Applies one webwxsync: contact changes first (so messages see the newest names), then
-    /// messages, each reported once.
-    async fn apply(&mut self, data: SyncData) {
+    /// messages, each reported once. Returns the ids of the messages it passed on.
+    async fn apply(&mut self, data: SyncData) -> Vec<String> {
+        let mut fresh = Vec::new();
         let Some(mut book) = self.book.take() else {
-            return;
+            return fresh;
         };
         let me = book.self_user().user_name.clone();
         for raw in data
@@ -666,6 +671,7 @@ impl Session<'_> {
                 tracing::debug!(msg_id = %raw.msg_id, "duplicate message skipped");
                 continue;
             }
+            fresh.push(raw.msg_id.clone());
             let message = parse_message(raw, &book);
             if let Some(r) = super::media::MediaRef::from_message(&message) {
                 self.media.insert(super::reports::file_index(&message), r);
@@ -690,6 +696,7 @@ impl Session<'_> {
             .await;
         }
         self.book = Some(book);
+        fresh
     }
 
     async fn upsert_and_emit(&self, book: &mut ContactBook, raw: RawContact, me: &str) {
@@ -902,6 +909,13 @@ impl RecentIds {
         self.set.insert(id.to_owned());
         true
     }
+
+    /// Makes `id` count as new again (its events were not kept).
+    fn forget(&mut self, id: &str) {
+        if self.set.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -918,6 +932,11 @@ mod tests {
         assert!(r.insert("1"), "evicted ids count as new again");
         assert!(r.insert(""));
         assert!(r.insert(""));
+        assert!(!r.insert("3"));
+        r.forget("3");
+        assert!(r.insert("3"), "a forgotten id is new again");
+        r.forget("never seen");
+        assert!(!r.insert("1"));
     }
 
     #[test]

@@ -815,3 +815,296 @@ impl Sim {
         r.bytes().unwrap().to_vec()
     }
 }
+// Sessions under a supervisor, and a ledger of numbered messages for "nothing lost" checks.
+
+/// Like [`wait_until`] with its own deadline, for waits the issue makes long (a 60 s outage,
+/// a delivery backoff that grew during it).
+pub fn wait_until_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Milliseconds since the epoch (the clock the simulator stamps its records with).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One accepted (HTTP 200) `report_new_msg`, as the reference control plane recorded it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub index: u64,
+    pub time_ms: u64,
+    pub wxid: String,
+    pub event_id: Option<String>,
+    /// `data.msg`: the message unit.
+    pub msg: Value,
+}
+
+impl Delivered {
+    pub fn text(&self) -> &str {
+        self.msg["msg"].as_str().unwrap_or("")
+    }
+
+    pub fn msg_id(&self) -> &str {
+        self.msg["msg_id"].as_str().unwrap_or("")
+    }
+}
+
+impl Sim {
+    /// An account with one friend, Bob (who sends the numbered messages).
+    pub fn account_with_bob(&self, nickname: &str) -> u64 {
+        self.create_account(json!({"nickname": nickname, "friends": [{"nickname": "Bob"}]}))
+    }
+
+    /// Task 200 for `id`: waits for its result (accepted) and the first QR upload; returns the
+    /// uuid the uploaded QR code shows.
+    pub fn request_qr_session(&self, id: &str) -> String {
+        let task = self.queue_qr_task(id);
+        let result = self.wait_task_result(&task);
+        assert_eq!(result["task_result"], 1, "task 200 accepted: {result}");
+        self.wait_qr_session(&format!("the QR upload of {id}"), id, |s| {
+            s["uploads"].as_u64() >= Some(1)
+        });
+        self.uploaded_qr_uuid(id)
+    }
+
+    /// Scans and confirms `uuid` as `uin`, then waits until the control plane has the new login's
+    /// contact report and the supervisor lists `id` online; returns the worker pid.
+    pub fn confirm_qr(&self, sup: &Supervisor, uin: u64, uuid: &str, id: &str) -> u32 {
+        let wxid = uin.to_string();
+        let contact_reports = || {
+            self.get(&format!(
+                "/__cp/requests?action=report_contact&wxid={wxid}&status=200"
+            ))["requests"]
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        let before = contact_reports();
+        self.post(&format!("/__sim/qr/{uuid}/scan"), json!({"uin": uin}));
+        self.post(&format!("/__sim/qr/{uuid}/confirm"), json!({}));
+        wait_until(&format!("the contact report of {id}"), || {
+            (contact_reports() > before).then_some(())
+        });
+        let s = sup.wait_session(&format!("{id} online"), id, |s| s["state"] == "online");
+        s["pid"].as_u64().expect("worker pid") as u32
+    }
+
+    /// Task 200 for `id`, then a login of `uin` through the uploaded QR code; returns the pid.
+    pub fn log_in_session(&self, sup: &Supervisor, uin: u64, id: &str) -> u32 {
+        let uuid = self.request_qr_session(id);
+        self.confirm_qr(sup, uin, &uuid, id)
+    }
+
+    /// Every `report_new_msg` the control plane accepted (HTTP 200), oldest first.
+    pub fn delivered_messages(&self) -> Vec<Delivered> {
+        self.get("/__cp/requests?action=report_new_msg&status=200")["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| Delivered {
+                index: r["index"].as_u64().unwrap_or(0),
+                time_ms: r["time_ms"].as_u64().unwrap_or(0),
+                wxid: r["wxid"].as_str().unwrap_or("").to_owned(),
+                event_id: r["event_id"].as_str().map(str::to_owned),
+                msg: r["data"]["msg"].clone(),
+            })
+            .collect()
+    }
+
+    /// The history of QR session `id`: (status, reason) pairs, oldest first.
+    pub fn qr_history(&self, id: &str) -> Vec<(String, String)> {
+        self.qr_session(id)
+            .and_then(|s| s["status_history"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    e["status"].as_str().unwrap_or("").to_owned(),
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One numbered message injected into a session.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    pub session: String,
+    pub uin: u64,
+    pub n: u64,
+    pub text: String,
+    pub msg_id: String,
+    pub at_ms: u64,
+}
+
+/// Numbered texts from Bob, per session, with what the simulator answered; checks them against
+/// what the control plane accepted.
+#[derive(Default)]
+pub struct Ledger {
+    pub sent: Vec<Injected>,
+    next: std::collections::HashMap<String, u64>,
+}
+
+impl Ledger {
+    /// The text of message `n` of `session`: unique across sessions and numbers.
+    pub fn text(session: &str, n: u64) -> String {
+        format!("{session} says #{n:05}")
+    }
+
+    /// Injects the next numbered text into `session` (account `uin`) and records it.
+    pub fn inject(&mut self, sim: &Sim, session: &str, uin: u64) -> Injected {
+        let n = {
+            let next = self.next.entry(session.to_owned()).or_insert(0);
+            *next += 1;
+            *next
+        };
+        let text = Ledger::text(session, n);
+        let at_ms = now_ms();
+        let r = sim.inject(uin, json!({"type": "text", "from": "Bob", "text": text}));
+        let msg_id = r["msg_id"].as_str().expect("msg_id").to_owned();
+        let m = Injected {
+            session: session.to_owned(),
+            uin,
+            n,
+            text,
+            msg_id,
+            at_ms,
+        };
+        self.sent.push(m.clone());
+        m
+    }
+
+    /// The injected messages the control plane has not accepted yet (matched by msg_id).
+    pub fn missing(&self, delivered: &[Delivered]) -> Vec<Injected> {
+        let seen: std::collections::HashSet<&str> =
+            delivered.iter().map(Delivered::msg_id).collect();
+        self.sent
+            .iter()
+            .filter(|m| !seen.contains(m.msg_id.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until every injected message was accepted at least once; returns what was accepted.
+    pub fn wait_all_delivered(&self, sim: &Sim, limit: Duration) -> Vec<Delivered> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let delivered = sim.delivered_messages();
+            let missing = self.missing(&delivered);
+            if missing.is_empty() {
+                return delivered;
+            }
+            if Instant::now() >= deadline {
+                let list: Vec<&str> = missing.iter().map(|m| m.text.as_str()).collect();
+                panic!(
+                    "{} of {} injected messages never reached the control plane: {list:?}",
+                    missing.len(),
+                    self.sent.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every accepted copy of an injected message carries its content: the text, Bob as the
+    /// sender, the account (its Uin) as the receiver, reported under the account's wxid.
+    pub fn assert_content(&self, sim: &Sim, delivered: &[Delivered]) {
+        let by_id: std::collections::HashMap<&str, &Injected> =
+            self.sent.iter().map(|m| (m.msg_id.as_str(), m)).collect();
+        let mut bobs: std::collections::HashMap<u64, String> = Default::default();
+        for d in delivered {
+            let Some(m) = by_id.get(d.msg_id()) else {
+                continue;
+            };
+            let bob = bobs
+                .entry(m.uin)
+                .or_insert_with(|| sim.user_name(m.uin, "Bob"))
+                .clone();
+            let wxid = m.uin.to_string();
+            assert_eq!(d.text(), m.text, "content of {}: {:?}", m.msg_id, d.msg);
+            assert_eq!(d.wxid, wxid, "reported for the right account: {:?}", d.msg);
+            assert_eq!(d.msg["wxid_from"], bob.as_str(), "{:?}", d.msg);
+            assert_eq!(d.msg["wxid_to"], wxid.as_str(), "{:?}", d.msg);
+            assert_eq!(d.msg["msg_type"], 1, "{:?}", d.msg);
+            assert!(
+                d.event_id
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&format!("{}:", m.session))),
+                "event id <session>:<seq> on {:?}: {:?}",
+                d.msg,
+                d.event_id
+            );
+        }
+    }
+
+    /// Numbers of `session`'s messages in the order the control plane first accepted them.
+    pub fn first_acceptance_order(&self, session: &str, delivered: &[Delivered]) -> Vec<u64> {
+        let by_id: std::collections::HashMap<&str, &Injected> = self
+            .sent
+            .iter()
+            .filter(|m| m.session == session)
+            .map(|m| (m.msg_id.as_str(), m))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        delivered
+            .iter()
+            .filter_map(|d| by_id.get(d.msg_id()))
+            .filter(|m| seen.insert(m.n))
+            .map(|m| m.n)
+            .collect()
+    }
+
+    /// Groups the accepted copies of each injected message: msg_id → copies, oldest first.
+    pub fn copies<'a>(
+        &self,
+        delivered: &'a [Delivered],
+    ) -> std::collections::BTreeMap<String, Vec<&'a Delivered>> {
+        let ours: std::collections::HashSet<&str> =
+            self.sent.iter().map(|m| m.msg_id.as_str()).collect();
+        let mut out: std::collections::BTreeMap<String, Vec<&Delivered>> = Default::default();
+        for d in delivered.iter().filter(|d| ours.contains(d.msg_id())) {
+            out.entry(d.msg_id().to_owned()).or_default().push(d);
+        }
+        out
+    }
+}
+
+/// Total size of the files under `dir` (recursively) and how many there are.
+pub fn dir_usage(dir: &Path) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut files = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    for e in entries.filter_map(Result::ok) {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            let (b, f) = dir_usage(&e.path());
+            bytes += b;
+            files += f;
+        } else {
+            bytes += meta.len();
+            files += 1;
+        }
+    }
+    (bytes, files)
+}
+
+/// Sends `sig` to `pid` (a worker the supervisor reported); false if it is already gone.
+pub fn signal_pid(pid: u32, sig: i32) -> bool {
+    // SAFETY: kill(2) with a pid taken from the admin API or /proc and a valid signal number.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}
