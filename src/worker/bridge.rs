@@ -89,9 +89,6 @@ pub struct Bridge {
     cancel: CancellationToken,
 }
 
-/// Reports are retried for this long before being given up (the durable spool replaces this).
-const REPORT_RETRY: Duration = Duration::from_secs(120);
-
 impl Bridge {
     pub fn new(
         control: ControlClient,
@@ -434,7 +431,14 @@ impl Bridge {
             machine_id: self.settings.machine_id.clone(),
             qr_session_id: Some(self.settings.qr_session_id.clone()),
         };
-        let policy = RetryPolicy::until(REPORT_RETRY);
+        // An unreachable control plane is waited out (the account stays logged in and its
+        // messages queue up behind the login); only a refusal or a bad signature stops it.
+        let policy = RetryPolicy {
+            max_attempts: usize::MAX,
+            deadline: None,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        };
         let r = crate::control::retry::with_retry(action::LOGIN, &policy, &self.cancel, || {
             self.control.login(&account.wxid, &data)
         })
@@ -442,8 +446,8 @@ impl Bridge {
         let ack = match r {
             Ok(ack) => ack,
             Err(e) => {
-                // A refusal, a bad signature, or a control plane that never answered: in every
-                // case the account must not run unreported, so the session stops here.
+                // A refusal, a bad signature, or an answer that cannot be a login_ack: the
+                // account must not run unreported, so the session stops here.
                 let why = match e {
                     ControlError::LoginRefused { .. } | ControlError::SignatureFailed { .. } => {
                         "the control plane refused the account"
