@@ -1127,6 +1127,32 @@ fn media_push_units_upload_what_the_url_served() {
     assert_eq!(r["task_result"], 1, "{r}");
     let to_bob = |m: &Value| m["to"] == bob;
 
+    // The account's own media sends are reported too, once each, from its wxid (spec A.7, B.7).
+    for (msg_type, what) in [
+        (3, "image"),
+        (47, "sticker"),
+        (43, "video"),
+        (4903, "file"),
+        (49, "link"),
+    ] {
+        let unit = env
+            .sim
+            .wait_reported_message(&format!("the own {what} report"), |m| {
+                m["msg_type"] == msg_type
+                    && m["wxid_from"] == env.wxid.as_str()
+                    && m["wxid_to"] == bob
+            });
+        assert_eq!(unit["room_wxid"], "", "{unit}");
+    }
+    let own: std::collections::BTreeSet<String> = env
+        .sim
+        .reported_messages()
+        .into_iter()
+        .filter(|m| m["wxid_from"] == env.wxid.as_str())
+        .map(|m| m["msg_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(own.len(), 5, "one report per own send (by msg_id): {own:?}");
+
     // Each medium: an upload whose bytes (read back from the simulator) are the served ones,
     // sent through its endpoint with that MediaId.
     let check_upload = |media_id: &Value, served: &[u8], mediatype: &str| {

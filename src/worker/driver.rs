@@ -3,8 +3,8 @@
 //! learns goes out as [`WorkerEvent`]s; how it ended is the returned [`Outcome`].
 
 use super::events::{
-    Account, Barrier, MentionStyle, OpResult, SendReceipt, WorkerCommand, WorkerEvent,
-    compose_mentions,
+    Account, AccountOp, Barrier, MentionStyle, OpResult, OutgoingMedia, SendReceipt, WorkerCommand,
+    WorkerEvent, compose_mentions,
 };
 use super::pacing::{Pacer, is_rate_limit_notice};
 use super::persist;
@@ -537,11 +537,39 @@ impl Session<'_> {
     ) -> Option<Outcome> {
         match cmd {
             WorkerCommand::Op { op, reply } => {
+                // What a media send looks like as a message, to report it like a received one.
+                let sent_kind = match &op {
+                    AccountOp::SendMedia { media: m, .. } => Some(sent_media_kind(m)),
+                    _ => None,
+                };
                 let result = match book.as_deref_mut() {
                     Some(b) => super::ops::perform(client, b, media, op).await,
                     None => Err("not logged in yet".into()),
                 };
                 let result = result.map_err(|e| note_rate_limit(pacer, e));
+                if let (Ok(OpResult::Sent(r)), Some((msg_type, kind)), Some(b)) =
+                    (&result, sent_kind, book.as_deref())
+                {
+                    // Own messages are reported too; remembering the id drops a server echo.
+                    recent.insert(&r.msg_id);
+                    let mut m = sent_message(client, &r.to, "", &r.msg_id);
+                    m.msg_type = msg_type;
+                    m.app_msg_type = match &kind {
+                        MessageKind::File { .. } => 6,
+                        MessageKind::Link { app_type, .. } | MessageKind::App { app_type, .. } => {
+                            *app_type
+                        }
+                        _ => 0,
+                    };
+                    m.kind = kind;
+                    let line = m.one_line(b);
+                    let _ = events
+                        .send(WorkerEvent::Message {
+                            message: Box::new(m),
+                            line,
+                        })
+                        .await;
+                }
                 // A group created here is in the book already (the op fetched it), so the
                 // server's ModContactList for it will not look new: announce it now. If the
                 // fetch failed, that ModContactList adds and announces it instead.
@@ -800,6 +828,69 @@ fn note_rate_limit(pacer: &Pacer, e: String) -> String {
         )
     } else {
         e
+    }
+}
+
+/// The message type and kind of a media message this client sent.
+fn sent_media_kind(m: &OutgoingMedia) -> (i64, MessageKind) {
+    match m {
+        OutgoingMedia::Image { .. } => (
+            3,
+            MessageKind::Image {
+                media_id: String::new(),
+                width: 0,
+                height: 0,
+            },
+        ),
+        OutgoingMedia::Gif { .. } => (
+            47,
+            MessageKind::Emoticon {
+                md5: None,
+                cdn_url: None,
+            },
+        ),
+        OutgoingMedia::Video { .. } => (
+            43,
+            MessageKind::Video {
+                play_length: 0,
+                micro: false,
+            },
+        ),
+        OutgoingMedia::File { bytes, name, .. } => (
+            49,
+            MessageKind::File {
+                name: name.clone(),
+                size: bytes.len() as u64,
+                media_id: String::new(),
+                ext: name
+                    .rsplit_once('.')
+                    .map(|(_, e)| e.to_owned())
+                    .unwrap_or_default(),
+            },
+        ),
+        OutgoingMedia::Link {
+            title,
+            desc,
+            url,
+            thumb_url,
+        } => (
+            49,
+            MessageKind::Link {
+                title: title.clone(),
+                desc: desc.clone(),
+                url: url.clone(),
+                thumb_url: thumb_url.clone(),
+                app_type: 5,
+            },
+        ),
+        OutgoingMedia::AppXml { .. } => (
+            49,
+            MessageKind::MiniProgram {
+                title: String::new(),
+                url: String::new(),
+                app_id: String::new(),
+            },
+        ),
     }
 }
 
