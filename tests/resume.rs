@@ -39,6 +39,19 @@ fn push_uuid(sim: &Sim, uin: u64) -> String {
     })
 }
 
+/// Logs in, kills the worker, kills the web session while no worker runs (the saved
+/// credentials are now useless) and starts a new worker for the same session.
+fn restart_after_the_session_died(sim: &Sim, cfg: &TestConfig, uin: u64) -> Worker {
+    let mut w = first_login(sim, cfg, uin);
+    w.signal(libc::SIGKILL);
+    w.wait_exit();
+    sim.post(
+        &format!("/__sim/sessions/{uin}/kick"),
+        json!({"retcode": 1101}),
+    );
+    Worker::start(&cfg.path, "s1")
+}
+
 #[test]
 fn killed_worker_resumes_without_a_scan_and_loses_nothing() {
     let sim = Sim::start();
@@ -107,15 +120,7 @@ fn rejected_session_falls_back_to_push_login() {
     let sim = Sim::start();
     let uin = account(&sim);
     let cfg = TestConfig::new(&sim, "");
-    let mut w = first_login(&sim, &cfg, uin);
-    w.signal(libc::SIGKILL);
-    w.wait_exit();
-    // The web session dies while the worker is down: the saved credentials are now useless.
-    sim.post(
-        &format!("/__sim/sessions/{uin}/kick"),
-        json!({"retcode": 1101}),
-    );
-    let w2 = Worker::start(&cfg.path, "s1");
+    let w2 = restart_after_the_session_died(&sim, &cfg, uin);
     w2.out.wait_for("the rejected resume", |l| {
         l.starts_with("resume: webwxinit failed")
     });
@@ -139,14 +144,7 @@ fn unconfirmed_push_login_falls_back_to_a_fresh_qr_code() {
     let sim = Sim::start();
     let uin = account(&sim);
     let cfg = TestConfig::new(&sim, "");
-    let mut w = first_login(&sim, &cfg, uin);
-    w.signal(libc::SIGKILL);
-    w.wait_exit();
-    sim.post(
-        &format!("/__sim/sessions/{uin}/kick"),
-        json!({"retcode": 1101}),
-    );
-    let w2 = Worker::start(&cfg.path, "s1");
+    let w2 = restart_after_the_session_died(&sim, &cfg, uin);
     w2.out
         .wait_for("the push login prompt", |l| l.starts_with("push login:"));
     let uuid = push_uuid(&sim, uin);

@@ -424,28 +424,9 @@ impl Session<'_> {
             Some(names) => names.to_vec(),
             None => book.groups_needing_members(),
         };
-        let me = book.self_user().user_name.clone();
         for chunk in wanted.chunks(50) {
-            let items: Vec<(String, String)> = chunk
-                .iter()
-                .map(|g| {
-                    (
-                        g.clone(),
-                        book.get(g)
-                            .map(|c| c.encry_chat_room_id.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
-            match self.client.batch_get_contact(&items).await {
-                Ok(list) => {
-                    for raw in list {
-                        book.upsert(Contact::from_raw(raw, &me));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, groups = chunk.len(), "could not load group members")
-                }
+            if let Err(e) = super::ops::refresh(&self.client, book, chunk).await {
+                tracing::warn!(error = %e, groups = chunk.len(), "could not load group members");
             }
         }
     }
