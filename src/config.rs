@@ -67,8 +67,14 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// `[agent] max_sessions`; default 100. Must be ≥ 1.
     pub max_sessions: usize,
-    /// `[agent] admin_listen`; default `127.0.0.1:7878`.
+    /// `[agent] admin_listen`; default `127.0.0.1:7878`. Not loopback only with `admin_token`.
     pub admin_listen: SocketAddr,
+    /// `[agent] admin_token`; default none. When set, the admin API wants
+    /// `Authorization: Bearer <token>` on everything but `/healthz`.
+    pub admin_token: Option<Secret>,
+    /// `[agent] healthz_max_sync_age`; default 5m: `/healthz` fails when an online session has
+    /// not synced for longer.
+    pub healthz_max_sync_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +169,8 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("agent", "state_dir"),
     ("agent", "max_sessions"),
     ("agent", "admin_listen"),
+    ("agent", "admin_token"),
+    ("agent", "healthz_max_sync_age"),
     ("control", "callback_url"),
     ("control", "upload_url"),
     ("control", "appid"),
@@ -196,6 +204,7 @@ pub const KNOWN_SECTIONS: &[&str] = &[
 
 const DEFAULT_MAX_SESSIONS: usize = 100;
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7878";
+const DEFAULT_HEALTHZ_MAX_SYNC_AGE: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LOGIN_URL: &str = "https://login.wx.qq.com";
@@ -407,6 +416,8 @@ impl Config {
                 admin_listen: DEFAULT_ADMIN_LISTEN
                     .parse()
                     .expect("built-in admin address is valid"),
+                admin_token: None,
+                healthz_max_sync_age: DEFAULT_HEALTHZ_MAX_SYNC_AGE,
             },
             control: ControlConfig {
                 callback_url: None,
@@ -475,6 +486,19 @@ impl Config {
                 ("state_dir", quoted(&a.state_dir.display().to_string())),
                 ("max_sessions", a.max_sessions.to_string()),
                 ("admin_listen", quoted(&a.admin_listen.to_string())),
+                (
+                    "admin_token",
+                    if a.admin_token.is_some() {
+                        "set"
+                    } else {
+                        "not set"
+                    }
+                    .to_owned(),
+                ),
+                (
+                    "healthz_max_sync_age",
+                    duration_text(a.healthz_max_sync_age),
+                ),
             ],
         );
         section(
@@ -682,8 +706,18 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
         .map_set(&mut agent.state_dir, PathBuf::from);
     r.take("agent", "max_sessions", count)
         .map_set(&mut agent.max_sessions, |n| n as usize);
-    r.take("agent", "admin_listen", socket_addr)
-        .set(&mut agent.admin_listen);
+    let admin_listen = r.take("agent", "admin_listen", socket_addr);
+    let admin_token = r.take("agent", "admin_token", secret);
+    r.take("agent", "healthz_max_sync_age", duration(Floor::AboveZero))
+        .set(&mut agent.healthz_max_sync_age);
+    if let Got::Valid(addr) = &admin_listen {
+        let has_token = matches!(&admin_token, Got::Valid(Some(_)));
+        if let Some(why) = admin_listen_refusal(*addr, has_token) {
+            r.problem("agent", "admin_listen", &why);
+        }
+    }
+    admin_listen.set(&mut agent.admin_listen);
+    admin_token.set(&mut agent.admin_token);
 
     let control = &mut config.control;
     let callback = r.take("control", "callback_url", optional(http_url));
@@ -1095,6 +1129,17 @@ fn duration(floor: Floor) -> impl FnOnce(&Value) -> Result<Duration, String> {
             _ => Ok(d),
         }
     }
+}
+
+/// Why the admin API may not listen on `addr`, if it may not: anything but loopback needs an
+/// `admin_token`, because the API shows accounts and QR codes that log them in.
+pub fn admin_listen_refusal(addr: SocketAddr, has_token: bool) -> Option<String> {
+    if addr.ip().to_canonical().is_loopback() || has_token {
+        return None;
+    }
+    Some(format!(
+        "{addr} is not a loopback address and [agent] admin_token is not set; set a token or listen on 127.0.0.1 / [::1]"
+    ))
 }
 
 fn socket_addr(value: &Value) -> Result<SocketAddr, String> {
@@ -1577,13 +1622,53 @@ mod tests {
             "{p}"
         );
         assert!(p.ends_with("got \"localhost\""), "{p}");
+        let c = valid("[agent]\nadmin_listen = \"0.0.0.0:80\"\nadmin_token = \"t0ken\"");
+        assert_eq!(c.agent.admin_listen.port(), 80);
         assert_eq!(
-            valid("[agent]\nadmin_listen = \"0.0.0.0:80\"")
-                .agent
-                .admin_listen
-                .port(),
-            80
+            c.agent.admin_token.as_ref().map(Secret::expose),
+            Some("t0ken")
         );
+    }
+
+    #[test]
+    fn admin_api_off_loopback_needs_a_token() {
+        // Only the decision is tested: nothing binds to these addresses.
+        for addr in [
+            "0.0.0.0:7878",
+            "[::]:7878",
+            "192.168.1.5:80",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            let addr: SocketAddr = addr.parse().expect("test address");
+            let why = admin_listen_refusal(addr, false).expect("refused without a token");
+            assert!(why.contains("admin_token"), "{why}");
+            assert_eq!(admin_listen_refusal(addr, true), None);
+        }
+        for addr in [
+            "127.0.0.1:7878",
+            "127.0.0.2:1",
+            "[::1]:7878",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            let addr: SocketAddr = addr.parse().expect("test address");
+            assert_eq!(admin_listen_refusal(addr, false), None, "{addr}");
+        }
+        let p = problem("[agent]\nadmin_listen = \"0.0.0.0:7878\"\n");
+        assert!(
+            p.starts_with(
+                "/etc/wxagent.toml: [agent] admin_listen: 0.0.0.0:7878 is not a loopback address and [agent] admin_token is not set"
+            ),
+            "{p}"
+        );
+        let p = problem("[agent]\nhealthz_max_sync_age = \"0s\"\n");
+        assert!(p.contains("[agent] healthz_max_sync_age"), "{p}");
+        assert_eq!(
+            valid("[agent]\nhealthz_max_sync_age = \"90s\"")
+                .agent
+                .healthz_max_sync_age,
+            Duration::from_secs(90)
+        );
+        assert!(!format!("{:?}", valid("[agent]\nadmin_token = \"t0ken\"")).contains("t0ken"));
     }
 
     #[test]

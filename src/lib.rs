@@ -14,6 +14,8 @@
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
 //! - [`worker`]: one session: lifecycle enums, the driver loop, QR rendering, foreground runner.
 //! - [`shutdown`]: the one shutdown path (signals → root cancellation token).
+//! - [`stats`]: this process's activity counters (a worker's sync, messages, uploads) for the
+//!   supervisor's status and metrics.
 //! - [`supervisor`]: `wxagent run`: one worker process per session, owned, restarted and reaped.
 //! - [`sim`]: the simulator of the WeChat web servers with its test-control API. It does not
 //!   import [`wechat`] types: it writes its wire bodies from the spec (DESIGN §3.1).
@@ -27,6 +29,7 @@ pub mod exit;
 pub mod logging;
 pub mod shutdown;
 pub mod sim;
+pub mod stats;
 pub mod supervisor;
 pub mod wechat;
 pub mod worker;

@@ -136,7 +136,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.agent.admin_listen,
                 &config.agent.state_dir,
             )?;
-            let report = rt.block_on(supervisor::admin::fetch_status(listen))?;
+            let report = rt.block_on(supervisor::admin::fetch_status(
+                listen,
+                config.agent.admin_token.as_ref(),
+            ))?;
             print!("{}", supervisor::admin::render_table(&report));
             Ok(ExitCode::SUCCESS)
         }

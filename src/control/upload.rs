@@ -201,6 +201,7 @@ impl ControlClient {
                 "QR upload answer is not JSON; accepted anyway"
             );
         }
+        crate::stats::upload();
         Ok(())
     }
 
@@ -233,6 +234,7 @@ impl ControlClient {
                 reason: ack.error_reason,
             });
         }
+        crate::stats::upload();
         Ok(ack)
     }
 }

@@ -68,7 +68,10 @@ pub async fn supervise(
             let started = Instant::now();
             let status = match run_once(&spec, &registry, &events, &stop).await {
                 Ok(RunEnd::Exited(status)) => status,
-                Ok(RunEnd::Stopped) => return ChildEnd::Stopped,
+                Ok(RunEnd::Stopped) => {
+                    registry.worker_gone(&spec.session_id);
+                    return ChildEnd::Stopped;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "could not start the worker");
                     None
@@ -80,6 +83,7 @@ pub async fn supervise(
                 None => WorkerExit::Failure,
             };
             let described = describe(status, exit);
+            registry.worker_gone(&spec.session_id);
             registry.update(&spec.session_id, |s| {
                 s.pid = None;
                 s.last_exit = Some(described.clone());
@@ -218,7 +222,11 @@ async fn handle_message(
                 s.nickname = nickname;
             }
         }),
-        WorkerMessage::Qr { refresh } => tracing::debug!(refresh, "worker showed a QR code"),
+        WorkerMessage::Qr { refresh } => {
+            tracing::debug!(refresh, "worker showed a QR code");
+            registry.record_qr(id, refresh);
+        }
+        WorkerMessage::Stats(stats) => registry.record_stats(id, stats),
         WorkerMessage::StartSession {
             qr_session_id,
             task_id,

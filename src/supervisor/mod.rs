@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod child;
+pub mod metrics;
 pub mod process;
 pub mod registry;
 pub mod run;

@@ -36,14 +36,15 @@ pub async fn run(
     let machine_id = config.agent.machine_id.clone();
     let control = ControlClient::new(&config.control, machine_id.clone())?;
     let registry = Arc::new(Registry::default());
-    let (addr, admin_task) = admin::serve(
-        config.agent.admin_listen,
-        registry.clone(),
-        machine_id.clone(),
-        config.agent.max_sessions,
-        shutdown.clone(),
-    )
-    .await?;
+    let admin_opts = admin::AdminOptions {
+        listen: config.agent.admin_listen,
+        token: config.agent.admin_token.clone(),
+        max_sync_age: config.agent.healthz_max_sync_age,
+        state_dir: config.agent.state_dir.clone(),
+        machine_id: machine_id.clone(),
+        max_sessions: config.agent.max_sessions,
+    };
+    let (addr, admin_task) = admin::serve(admin_opts, registry.clone(), shutdown.clone()).await?;
     tracing::info!(%addr, machine_id, max_sessions = config.agent.max_sessions, "supervisor started; admin API listening"); // `wxagent status` finds the API here when `admin_listen` asked for port 0.
     if let Err(e) = crate::worker::persist::ensure_dir(&config.agent.state_dir)
         .and_then(|()| std::fs::write(admin::addr_file(&config.agent.state_dir), addr.to_string()))

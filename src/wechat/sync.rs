@@ -142,6 +142,7 @@ impl SyncLoop {
             if check.retcode != 0 {
                 self.stats.last_retcode = Some(check.retcode);
                 if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
+                    crate::stats::sync_error(Some(check.retcode));
                     return SyncStep::LoggedOut(reason);
                 }
                 let e = WechatError::Ret {
@@ -238,6 +239,7 @@ impl SyncLoop {
                     if let Some(ret) = e.ret() {
                         self.stats.last_retcode = Some(ret);
                         if let Some(reason) = LogoutReason::from_retcode(ret) {
+                            crate::stats::sync_error(Some(ret));
                             return SyncStep::LoggedOut(reason);
                         }
                     }
@@ -250,6 +252,7 @@ impl SyncLoop {
     }
 
     fn succeeded(&mut self) {
+        crate::stats::sync_ok();
         self.failing_since = None;
         self.backoff.reset();
     }
@@ -258,6 +261,7 @@ impl SyncLoop {
     /// lasted past `network_give_up`.
     async fn failed(&mut self, e: WechatError, cancel: &CancellationToken) -> Option<SyncStep> {
         self.stats.errors += 1;
+        crate::stats::sync_error(e.ret());
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= self.settings.network_give_up {
             tracing::error!(error = %e, "sync failing for too long; giving up");

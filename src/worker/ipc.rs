@@ -4,6 +4,7 @@
 //! can be newer.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -27,6 +28,49 @@ pub enum WorkerMessage {
     },
     /// The session is over; the exit code follows.
     Ended { exit_code: u8, outcome: String },
+    /// The worker's counters, sent every few seconds when they changed.
+    Stats(WorkerStats),
+}
+
+/// A worker's cumulative counters since it started (the supervisor keeps the totals across
+/// restarts). Every field defaults, so an older or newer worker's line still parses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerStats {
+    /// When the session last synced successfully (synccheck or webwxsync), ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync_ms: Option<u64>,
+    /// Failed syncs by retcode (`network` when there was none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sync_errors: BTreeMap<String, u64>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Reports in the spool, not yet acknowledged by the control plane (a gauge).
+    pub reports_pending: u64,
+    pub reports_delivered: u64,
+    /// Reports refused because the spool was full.
+    pub spool_full_rejections: u64,
+    pub qr_refreshes: u64,
+    /// Uploads to the control plane (QR codes and media).
+    pub uploads: u64,
+}
+
+impl WorkerStats {
+    /// Adds `other`'s counters to these (the gauges `last_sync_ms` and `reports_pending` take
+    /// the newer / the other's value).
+    pub fn accumulate(&mut self, other: &WorkerStats) {
+        self.last_sync_ms = self.last_sync_ms.max(other.last_sync_ms);
+        for (code, n) in &other.sync_errors {
+            *self.sync_errors.entry(code.clone()).or_default() += n;
+        }
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.reports_pending = other.reports_pending;
+        self.reports_delivered += other.reports_delivered;
+        self.spool_full_rejections += other.spool_full_rejections;
+        self.qr_refreshes += other.qr_refreshes;
+        self.uploads += other.uploads;
+    }
 }
 
 impl WorkerMessage {
@@ -65,5 +109,57 @@ mod tests {
             task_id: None,
         };
         assert_eq!(WorkerMessage::from_line(&s.to_line()), Some(s));
+    }
+
+    #[test]
+    fn stats_lines_are_compact_and_tolerant() {
+        let m = WorkerMessage::Stats(WorkerStats {
+            last_sync_ms: Some(5),
+            sync_errors: [("1102".to_owned(), 2)].into(),
+            messages_in: 3,
+            ..WorkerStats::default()
+        });
+        let line = m.to_line();
+        assert!(
+            line.starts_with(
+                r#"{"event":"stats","last_sync_ms":5,"sync_errors":{"1102":2},"messages_in":3,"#
+            ),
+            "{line}"
+        );
+        assert_eq!(WorkerMessage::from_line(&line), Some(m));
+        // Fields it does not know, or lacks, do not lose the line.
+        assert_eq!(
+            WorkerMessage::from_line(r#"{"event":"stats","messages_out":4,"new_counter":1}"#),
+            Some(WorkerMessage::Stats(WorkerStats {
+                messages_out: 4,
+                ..WorkerStats::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn accumulate_adds_counters_and_keeps_the_newest_gauges() {
+        let mut total = WorkerStats {
+            last_sync_ms: Some(10),
+            sync_errors: [("network".to_owned(), 1)].into(),
+            messages_in: 2,
+            reports_pending: 9,
+            ..WorkerStats::default()
+        };
+        total.accumulate(&WorkerStats {
+            last_sync_ms: Some(7),
+            sync_errors: [("network".to_owned(), 2), ("1101".to_owned(), 1)].into(),
+            messages_in: 3,
+            reports_pending: 1,
+            uploads: 4,
+            ..WorkerStats::default()
+        });
+        assert_eq!(total.last_sync_ms, Some(10));
+        assert_eq!(total.sync_errors.get("network"), Some(&3));
+        assert_eq!(total.sync_errors.get("1101"), Some(&1));
+        assert_eq!(
+            (total.messages_in, total.reports_pending, total.uploads),
+            (5, 1, 4)
+        );
     }
 }

@@ -3,11 +3,16 @@
 //! [`WorkerMessage`] lines; stdin EOF (the supervisor is gone) or SIGTERM drains the session:
 //! the control plane hears `logout` with reason `shutdown`, and the account is logged out of
 //! WeChat only if it answers `exit_wechat`.
+//!
+//! For the supervisor's status page and metrics the worker also sends a compact
+//! [`WorkerMessage::Stats`] line every [`STATS_EVERY`] when a counter changed (an idle session
+//! sends nothing new), and keeps the QR code being shown in `sessions/<id>/qr.png` (written
+//! atomically: temp file + rename; removed once online), which the admin API serves.
 
 use super::bridge::{Bridge, BridgeSettings, Ipc, Outbox};
 use super::driver::{self, SessionSpec};
 use super::events::{WorkerCommand, WorkerEvent};
-use super::ipc::WorkerMessage;
+use super::ipc::{WorkerMessage, WorkerStats};
 use super::pacing::Pacer;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::config::Config;
@@ -22,6 +27,21 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// How often the worker looks at its counters and sends them if they changed.
+pub const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// Where a waiting session's current QR code is kept for the admin API.
+pub fn qr_file(state_dir: &std::path::Path, session_id: &str) -> std::path::PathBuf {
+    super::persist::session_dir(state_dir, session_id).join("qr.png")
+}
+
+/// Replaces the session's QR file atomically, so a reader never sees half an image.
+fn write_qr(path: &std::path::Path, png: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("png.tmp");
+    std::fs::write(&tmp, png)?;
+    std::fs::rename(&tmp, path)
+}
 
 /// Writes one pipe message to stdout; a closed pipe is ignored (stdin EOF ends us anyway).
 pub fn emit_line(m: WorkerMessage) {
@@ -51,6 +71,8 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
     // So a later supervisor can find (and stop) us if our own supervisor died unexpectedly.
     let dir = super::persist::session_dir(&config.agent.state_dir, &session_id);
     let pid_file = dir.join("worker.pid");
+    // A QR code of an earlier run is no use to anyone.
+    let _ = std::fs::remove_file(qr_file(&config.agent.state_dir, &session_id));
     if let Err(e) = super::persist::ensure_dir(&dir)
         .and_then(|()| std::fs::write(&pid_file, std::process::id().to_string()))
     {
@@ -96,6 +118,13 @@ async fn serve(
     );
     let delivery = Arc::new(delivery);
     let acks = Arc::new(tokio::sync::Mutex::new(acks));
+    let stats_stop = CancellationToken::new();
+    let stats_task = tokio::spawn(send_stats(
+        spool.clone(),
+        delivery.clone(),
+        ipc.clone(),
+        stats_stop.clone(),
+    ));
     let outcome = loop {
         let outbox = Outbox {
             spool: spool.clone(),
@@ -132,7 +161,56 @@ async fn serve(
         );
     }
     delivery_stop.cancel();
+    // The last counters go out before the `ended` line.
+    stats_stop.cancel();
+    let _ = stats_task.await;
     outcome
+}
+
+/// This worker's counters right now.
+fn current_stats(
+    spool: &std::sync::Mutex<Spool>,
+    delivery: &delivery::DeliveryHandle,
+) -> WorkerStats {
+    let activity = crate::stats::snapshot();
+    let spool = spool.lock().unwrap_or_else(|p| p.into_inner()).stats();
+    WorkerStats {
+        last_sync_ms: activity.last_sync_ms,
+        sync_errors: activity.sync_errors,
+        messages_in: activity.messages_in,
+        messages_out: activity.messages_out,
+        reports_pending: spool.pending,
+        reports_delivered: delivery.stats().delivered,
+        spool_full_rejections: spool.full_rejections,
+        qr_refreshes: activity.qr_refreshes,
+        uploads: activity.uploads,
+    }
+}
+
+/// Sends the counters every [`STATS_EVERY`] when they changed, and once more when stopped.
+async fn send_stats(
+    spool: Arc<std::sync::Mutex<Spool>>,
+    delivery: Arc<delivery::DeliveryHandle>,
+    ipc: Ipc,
+    stop: CancellationToken,
+) {
+    let mut sent = WorkerStats::default();
+    let mut ticker = tokio::time::interval(STATS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            () = stop.cancelled() => true,
+        };
+        let now = current_stats(&spool, &delivery);
+        if now != sent {
+            ipc(WorkerMessage::Stats(now.clone()));
+            sent = now;
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
@@ -193,6 +271,7 @@ async fn one_login(
     let bridge_task = tokio::spawn(bridge.run(bridge_rx, acks));
     let mut online: Option<String> = None;
     let mut draining = false;
+    let qr_path = qr_file(&config.agent.state_dir, session_id);
     loop {
         tokio::select! {
             ev = ev_rx.recv() => {
@@ -204,8 +283,19 @@ async fn one_login(
                     };
                     if wxid.is_some() {
                         online = wxid.clone();
+                        let _ = std::fs::remove_file(&qr_path);
                     }
                     ipc(WorkerMessage::State { state: s.name().to_owned(), wxid, nickname });
+                }
+                match &ev {
+                    WorkerEvent::Message { message, .. } => crate::stats::message(message.outgoing),
+                    WorkerEvent::Qr { png, .. } => {
+                        crate::stats::qr_refresh();
+                        if let Err(e) = write_qr(&qr_path, png) {
+                            tracing::warn!(error = %e, "could not keep the QR code for the admin page");
+                        }
+                    }
+                    _ => {}
                 }
                 if bridge_tx.send(ev).await.is_err() {
                     tracing::error!("the control-plane bridge stopped early");
