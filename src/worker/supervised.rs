@@ -21,6 +21,7 @@ use crate::control::delivery;
 use crate::control::envelope::Ack;
 use crate::control::reports::LogoutData;
 use crate::control::spool::Spool;
+use crate::wechat::message::MessageKind;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -288,7 +289,12 @@ async fn one_login(
                     ipc(WorkerMessage::State { state: s.name().to_owned(), wxid, nickname });
                 }
                 match &ev {
-                    WorkerEvent::Message { message, .. } => crate::stats::message(message.outgoing),
+                    // Chat messages only: a status notify is the phone's bookkeeping.
+                    WorkerEvent::Message { message, .. }
+                        if !matches!(message.kind, MessageKind::StatusNotify { .. }) =>
+                    {
+                        crate::stats::message(message.outgoing)
+                    }
                     WorkerEvent::Qr { png, .. } => {
                         crate::stats::qr_refresh();
                         if let Err(e) = write_qr(&qr_path, png) {
