@@ -161,3 +161,47 @@ fn dashboard_shows_the_qr_code_then_the_session_online() {
     assert!(!tr.contains("<img"), "no QR code once online: {tr}");
     assert!(tr.contains("Alice"), "the account is shown: {tr}");
 }
+
+#[test]
+fn dashboard_with_a_token_sends_it_as_a_header() {
+    const TOKEN: &str = "dash-t0ken";
+    let Some(chromium) = find_chromium() else {
+        assert!(
+            !in_ci(),
+            "no chromium binary on PATH; CI must have it (.ci/run installs Debian's chromium)"
+        );
+        eprintln!("SKIPPED: no chromium binary on PATH (install Debian's `chromium` to run this)");
+        return;
+    };
+    let sim = Sim::start();
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let text = std::fs::read_to_string(&cfg.path).expect("config");
+    std::fs::write(
+        &cfg.path,
+        text.replacen(
+            "[agent]\n",
+            &format!("[agent]\nadmin_token = \"{TOKEN}\"\n"),
+            1,
+        ),
+    )
+    .expect("config");
+    let sup = Supervisor::start(&cfg.path);
+    let id = "dash-t";
+    sim.request_qr_session(id);
+    // The page was opened once with the token; its requests carry it as a bearer header, and
+    // the QR image, fetched the same way, is shown from memory.
+    let page = format!("http://{}/?token={TOKEN}", sup.admin);
+    let dom = wait_until("the page to show the waiting session's QR code", || {
+        let dom = dump_dom(&chromium, &page);
+        row(&dom, id)
+            .is_some_and(|tr| tr.contains("<img"))
+            .then_some(dom)
+    });
+    let tr = row(&dom, id).expect("row");
+    let img = &tr[tr.find("<img").expect("img")..];
+    assert!(
+        attr(img, "src").is_some_and(|s| s.starts_with("blob:")),
+        "{img}"
+    );
+    assert!(dom.contains("<div id=\"error\"></div>"), "{dom}");
+}
