@@ -106,6 +106,34 @@ impl ControlClient {
         self.upload_url.is_some()
     }
 
+    /// The per-request timeout (`[control] timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether requests are signed (B.6).
+    pub fn signs_requests(&self) -> bool {
+        self.sign_requests && self.secret.is_some()
+    }
+
+    /// The request envelope this client would send (its `appid`), for other transports.
+    pub fn envelope(&self, action: &str, wxid: &str, data: Value) -> Request {
+        Request::new(action, &self.appid, wxid, data)
+    }
+
+    /// The B.6 headers over `signed` (a body, or for a bodiless WebSocket upgrade its path and
+    /// query); `None` when signing is off.
+    pub(crate) fn sign(
+        &self,
+        signed: &[u8],
+    ) -> Option<crate::control::signature::SignatureHeaders> {
+        if !self.sign_requests {
+            return None;
+        }
+        let secret = self.secret.as_ref()?;
+        Some(sign_request(secret.expose(), signed, SystemTime::now()))
+    }
+
     /// One envelope POST. Success is any 2xx; the body is read leniently ([`Ack::parse`]), so
     /// an empty or non-JSON body gives an ack with `parsed == false` (spec A.1: "no tasks" for
     /// every action but login; not "delivered" for a durable spool).

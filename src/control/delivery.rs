@@ -13,12 +13,19 @@
 //! A delivered report's [`Ack`] goes out on the channel [`start`] returns (the worker runs its
 //! `reply_task_list`); it is sent after the spool ack, so a crash in between may lose those
 //! reply tasks but never the report.
+//!
+//! Transport: while a WebSocket route is set ([`DeliveryHandle::route_over`], spec A.8) and its
+//! socket is open, the front report goes out as a frame and its answer frame counts as the
+//! ack; otherwise it is an HTTP post. The choice is made per attempt, and one report is in
+//! flight at a time, so a switch either way keeps order and loses nothing (see
+//! [`crate::control::ws`]).
 
 use crate::backoff::Backoff;
 use crate::control::client::{ControlClient, PostOptions};
 use crate::control::envelope::Ack;
 use crate::control::error::{ControlError, chain};
 use crate::control::spool::{Entry, Spool, SpoolError};
+use crate::control::ws::WsSender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -80,6 +87,8 @@ struct Shared {
     /// Notified after every delivery and whenever the task finds the spool empty.
     progress: Notify,
     stats: Mutex<DeliveryStats>,
+    /// The session's WebSocket link, while it has one.
+    websocket: Mutex<Option<WsSender>>,
 }
 
 /// Starts delivering `spool` with the default [`DeliveryPolicy`] until `cancel`. `wake` is
@@ -106,6 +115,7 @@ pub fn start_with(
         spool,
         progress: Notify::new(),
         stats: Mutex::new(DeliveryStats::default()),
+        websocket: Mutex::new(None),
     });
     let delivery = Delivery {
         shared: shared.clone(),
@@ -140,6 +150,12 @@ impl DeliveryHandle {
 
     pub fn stats(&self) -> DeliveryStats {
         lock(&self.shared.stats).clone()
+    }
+
+    /// Sends reports over this WebSocket link whenever it is open (`None`: HTTP only). Takes
+    /// effect from the next attempt; the report in flight finishes where it started.
+    pub fn route_over(&self, websocket: Option<WsSender>) {
+        *lock(&self.shared.websocket) = websocket;
     }
 
     /// Whether the task has ended (it ends only when cancelled).
@@ -296,6 +312,18 @@ impl Delivery {
             data,
             ..
         } = entry;
+        let websocket = lock(&self.shared.websocket)
+            .clone()
+            .filter(WsSender::is_open);
+        if let Some(ws) = websocket {
+            return match ws.request(&action, &wxid, data, &event_id).await {
+                Ok(ack) if ack.parsed => Ok(ack),
+                Ok(_) => Err(Failure::Transient(format!(
+                    "{action}: the control plane's answer frame is not a JSON object"
+                ))),
+                Err(e) => Err(Failure::Transient(format!("{action}: {}", chain(&e)))),
+            };
+        }
         match self
             .control
             .post(&action, &wxid, data, PostOptions::event(event_id))

@@ -25,10 +25,13 @@ pub mod action {
     pub const REPORT_FRIEND_REMOVED: &str = "report_friend_removed";
     pub const REPORT_USER_INFO: &str = "report_user_info";
     pub const REPORT_QR_STATUS: &str = "report_qr_status";
+    /// WebSocket mode only (A.8): keeps the socket alive; never spooled.
+    pub const HEARTBEAT: &str = "heartbeat";
 }
 
 /// One request to the callback URL: `{"action", "appid", "wxid", "client_session"?, "data"}`,
-/// serialised in that key order. `client_session` is left out when `None`.
+/// serialised in that key order. `client_session` is left out when `None`, and so is
+/// `event_id`, which only WebSocket frames carry (the HTTP post has it in a header).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub action: String,
@@ -37,6 +40,10 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_session: Option<String>,
     pub data: Value,
+    /// wxagent's extension for WebSocket frames (B.5 over A.8): the server echoes it in the
+    /// answer frame, which is how an answer is matched to its request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 impl Request {
@@ -47,6 +54,7 @@ impl Request {
             wxid: wxid.to_owned(),
             client_session: None,
             data,
+            event_id: None,
         }
     }
 
@@ -114,6 +122,8 @@ pub struct Ack {
     /// Whether the body was a JSON object. An empty or non-JSON 2xx body is "no tasks" for every
     /// action but `login` (spec A.1), but a durable spool must not count it as delivered (B.5).
     pub parsed: bool,
+    /// The top-level `event_id` a WebSocket answer frame echoes; `None` over HTTP.
+    pub event_id: Option<String>,
 }
 
 impl Default for Ack {
@@ -131,6 +141,7 @@ impl Ack {
             ack_type: String::new(),
             data: Value::Null,
             parsed: false,
+            event_id: None,
         }
     }
 
@@ -174,6 +185,10 @@ impl Ack {
             ack_type: text("ack_type"),
             data,
             parsed: true,
+            event_id: map
+                .get("event_id")
+                .and_then(lenient::as_string)
+                .filter(|id| !id.is_empty()),
         }
     }
 
@@ -293,6 +308,12 @@ mod tests {
         assert_eq!(
             String::from_utf8(req.to_body()).unwrap(),
             r#"{"action":"report_new_msg","appid":"app1","wxid":"176666155","client_session":"cs","data":{"msg":{}}}"#
+        );
+        req.event_id = Some("s:1".into());
+        assert!(
+            String::from_utf8(req.to_body())
+                .unwrap()
+                .ends_with(r#""data":{"msg":{}},"event_id":"s:1"}"#)
         );
     }
 

@@ -13,6 +13,8 @@
 //! - [`spool`]: the durable per-session report spool (B.5): append, front, ack, recovery.
 //! - [`tasks`]: typed tasks (A.5) and push units, parsed with errors naming the field.
 //! - [`upload`]: multipart uploads of QR codes and files (A.6).
+//! - [`ws`]: WebSocket mode (A.8): reports as frames, pushed tasks, heartbeats, reconnects,
+//!   HTTP whenever the socket is not open.
 //! - `lenient`: readers for numbers-as-strings and friends (private).
 
 pub mod client;
@@ -26,6 +28,7 @@ pub mod signature;
 pub mod spool;
 pub mod tasks;
 pub mod upload;
+pub mod ws;
 
 pub use client::{ControlClient, LoginAck, PostOptions, host_name, machine_id, process_machine_id};
 pub use envelope::{Ack, ExitFlags, RawTask, Request, WebSocketExtension, action};

@@ -16,13 +16,14 @@ use crate::control::envelope::{Ack, ExitFlags, RawTask, action};
 use crate::control::reports::{
     ContactUpdate, ContactUpdateEntry, FriendRemoved, LoginData, LogoutData, MemberChange,
     NewFriend, NewMsg, NewRoom, QrStatus, QrStatusReport, Report, RoomMemberChange, RoomRemoved,
-    UserUpdate,
+    TaskResult, UserUpdate,
 };
 use crate::control::reports::{RoomData, RoomMemberInfo, UserInfoReport};
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
 use crate::control::spool::Spool;
 use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
+use crate::control::ws::{LinkState, WsLink, WsPolicy};
 use crate::control::{ControlClient, ControlError};
 use crate::wechat::contact::{ContactBook, ContactKind};
 use std::sync::Arc;
@@ -63,7 +64,10 @@ pub struct BridgeEnd {
 /// The account as the control plane knows it, once `login` was accepted.
 struct LoggedIn {
     account: Account,
+    /// Stops the executor, the `pull_task` poller and the WebSocket link.
     stop_tasks: CancellationToken,
+    /// WebSocket mode (spec A.8), when the control plane offered it.
+    websocket: Option<WsLink>,
 }
 
 pub struct Bridge {
@@ -153,10 +157,22 @@ impl Bridge {
                 }
             }
         }
-        if let Some(l) = self.logged_in.take() {
-            l.stop_tasks.cancel();
+        if self.logged_in.is_some() {
+            self.stop_session_tasks();
         }
+        self.logged_in = None;
         end
+    }
+
+    /// Stops the executor, the poller and the WebSocket link; reports go back to HTTP (what is
+    /// still spooled goes out over HTTP, or over the next login's socket).
+    fn stop_session_tasks(&self) {
+        if let Some(l) = &self.logged_in {
+            l.stop_tasks.cancel();
+            if l.websocket.is_some() {
+                self.outbox.delivery.route_over(None);
+            }
+        }
     }
 
     async fn report<R: Report>(&self, wxid: &str, r: &R) -> Option<Ack> {
@@ -476,8 +492,31 @@ impl Bridge {
         let report = reports::contact_report(&contacts, &ids, ack.flag_report_contact);
         self.report(&account.wxid, &report).await;
         let stop_tasks = self.cancel.child_token();
+        let websocket = ack.websocket.as_ref().and_then(|ext| {
+            let link = WsLink::start(
+                self.control.clone(),
+                ext,
+                account.wxid.clone(),
+                self.tasks.clone(),
+                stop_tasks.clone(),
+                WsPolicy::default(),
+            );
+            match link {
+                Ok(link) => {
+                    tracing::info!(heartbeat = ?ext.heartbeat_interval, "control plane offered WebSocket mode");
+                    self.outbox.delivery.route_over(Some(link.sender()));
+                    Some(link)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control plane offered WebSocket mode; staying on HTTP");
+                    None
+                }
+            }
+        });
         if let Some(rx) = self.tasks_rx.take() {
             let exec = Executor {
+                spool: self.outbox.spool.clone(),
+                wake: self.outbox.wake.clone(),
                 control: self.control.clone(),
                 commands: self.commands.clone(),
                 ipc: self.ipc.clone(),
@@ -493,6 +532,7 @@ impl Bridge {
                 account.wxid.clone(),
                 self.settings.poll_interval,
                 self.tasks.clone(),
+                websocket.as_ref().map(WsLink::state),
                 stop_tasks.clone(),
             ));
         }
@@ -500,6 +540,7 @@ impl Bridge {
         self.logged_in = Some(LoggedIn {
             account,
             stop_tasks,
+            websocket,
         });
     }
 
@@ -556,9 +597,7 @@ impl Bridge {
         };
         if *reason == LogoutReason::Shutdown {
             // The supervised runner told the control plane before stopping the session.
-            if let Some(l) = &self.logged_in {
-                l.stop_tasks.cancel();
-            }
+            self.stop_session_tasks();
             return None;
         }
         let wxid = self.wxid().to_owned();
@@ -568,9 +607,7 @@ impl Bridge {
             reason: reason.as_str().to_owned(),
             retcode: reason.retcode(),
         };
-        if let Some(l) = &self.logged_in {
-            l.stop_tasks.cancel();
-        }
+        self.stop_session_tasks();
         // Everything reported before the logout goes first (order per session).
         if !self.outbox.delivery.drained(Duration::from_secs(15)).await {
             tracing::warn!(
@@ -587,18 +624,33 @@ impl Bridge {
     }
 }
 
-/// Polls `pull_task` for the account; a task found means "ask again at once".
+/// Polls `pull_task` for the account; a task found means "ask again at once". Pauses while the
+/// WebSocket is open (the server pushes tasks then, spec A.8).
 async fn poll_tasks(
     control: ControlClient,
     wxid: String,
     every: Duration,
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
+    mut websocket: Option<tokio::sync::watch::Receiver<LinkState>>,
     stop: CancellationToken,
 ) {
     if every.is_zero() {
         return;
     }
     loop {
+        if let Some(state) = &mut websocket
+            && matches!(*state.borrow_and_update(), LinkState::Open { .. })
+        {
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        websocket = None;
+                    }
+                }
+                () = stop.cancelled() => return,
+            }
+            continue;
+        }
         let found = tokio::select! {
             r = control.pull_task(&wxid, serde_json::json!({})) => r,
             () = stop.cancelled() => return,
@@ -624,8 +676,12 @@ async fn poll_tasks(
     }
 }
 
-/// Runs the account's tasks one after another and reports results for those with an id.
+/// Runs the account's tasks one after another and reports results for those with an id. Its
+/// reports go through the session's spool, like every other report, so they are durable and
+/// travel over whichever transport delivery uses (HTTP or the WebSocket).
 struct Executor {
+    spool: Arc<std::sync::Mutex<Spool>>,
+    wake: Arc<tokio::sync::Notify>,
     control: ControlClient,
     commands: mpsc::Sender<WorkerCommand>,
     ipc: Ipc,
@@ -659,16 +715,12 @@ impl Executor {
             }
             // Task 200 is answered by the supervisor (spec B.4); everything else here.
             if let (Some(id), Some(result)) = (task_id, result.transpose()) {
-                let (ok, reason) = match result {
-                    Ok(()) => (true, String::new()),
-                    Err(r) => (false, r),
+                let report = match result {
+                    Ok(()) => TaskResult::ok(&id),
+                    Err(r) => TaskResult::failed(&id, &r),
                 };
-                if let Err(e) = self
-                    .control
-                    .report_task_result(&self.wxid, &id, ok, &reason)
-                    .await
-                {
-                    tracing::warn!(task_id = id, error = %e, "could not report the task result");
+                if let Err(e) = self.send_report(&report).await {
+                    tracing::error!(task_id = id, error = %e, "could not report the task result");
                 }
             }
         }
@@ -990,12 +1042,23 @@ impl Executor {
             .map_err(|_| "the session ended before the operation finished".to_owned())?
     }
 
+    /// Appends a report to the spool; delivery sends it.
     async fn send_report<R: Report>(&self, r: &R) -> Result<(), String> {
-        self.control
-            .send_report(&self.wxid, r, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{}: {e}", R::ACTION))
+        let spool = self.spool.clone();
+        let (wxid, data) = (self.wxid.clone(), r.to_data());
+        let appended = tokio::task::spawn_blocking(move || {
+            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
+            g.append(R::ACTION, &wxid, &data).map(|_| ())
+        })
+        .await;
+        match appended {
+            Ok(Ok(())) => {
+                self.wake.notify_one();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("{}: not spooled: {e}", R::ACTION)),
+            Err(e) => Err(format!("{}: spool task failed: {e}", R::ACTION)),
+        }
     }
 
     async fn send_text(

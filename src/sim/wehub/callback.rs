@@ -14,7 +14,7 @@ use super::envelope::{Envelope, ack, lenient_i64, lenient_string, refusal};
 use super::mode::Mode;
 use super::sign::{EVENT_ID_HEADER, SignatureCheck, login_signature};
 use super::state::WehubState;
-use super::store::{QrStatusEntry, RequestRecord, Store, Via, now_ms};
+use super::store::{QrStatusEntry, RequestRecord, Store, Transport, Via, now_ms};
 
 pub async fn callback(
     State(state): State<WehubState>,
@@ -29,9 +29,11 @@ pub async fn callback(
         let event_id = headers
             .get(EVENT_ID_HEADER)
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let refused = signature.refused_by(&mode);
         let mut record = RequestRecord {
             index: 0,
             time_ms,
+            transport: Transport::Http,
             action: String::new(),
             appid: String::new(),
             wxid: String::new(),
@@ -65,6 +67,12 @@ pub async fn callback(
                         StatusCode::SERVICE_UNAVAILABLE,
                         json!({"error": "control plane is down (mode down)"}),
                     )
+                } else if refused {
+                    record.status = StatusCode::UNAUTHORIZED.as_u16();
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        json!({"error": "missing or invalid request signature (mode require_signature)"}),
+                    )
                 } else {
                     let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
                     record.duplicate = duplicate;
@@ -87,8 +95,9 @@ pub async fn callback(
     (status, Json(answer)).into_response()
 }
 
-/// The ack for one request, and whether it repeats one already seen.
-fn respond(
+/// The ack for one request, and whether it repeats one already seen (shared by the HTTP
+/// callback and the WebSocket endpoint).
+pub(crate) fn respond(
     store: &mut Store,
     mode: &Mode,
     envelope: &Envelope,

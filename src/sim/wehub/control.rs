@@ -57,7 +57,8 @@ fn json_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError>
 }
 
 /// `POST /__cp/tasks` `{"wxid", "task_type", "task_dict"?, "via"?: "pull"|"reply"}` →
-/// `{"task_id"}`.
+/// `{"task_id", "pushed"}`. When the wxid has an open WebSocket (spec A.8) the task is pushed
+/// over it at once (`pushed: true`); otherwise it waits for `pull_task` or the next ack.
 pub async fn queue_task(
     State(state): State<WehubState>,
     body: Bytes,
@@ -83,14 +84,34 @@ pub async fn queue_task(
             )));
         }
     };
-    let task_id = state
-        .lock()
+    let mut store = state.lock();
+    let task_id = store
         .queue_task(&wxid, via, task_type, task_dict, false)
         .map_err(|error| ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!("{error} (cap {MAX_QUEUED_PER_WXID})"),
         })?;
-    Ok(Json(json!({"task_id": task_id})))
+    let pushed = super::ws::push_queued(&mut store, &wxid);
+    Ok(Json(json!({"task_id": task_id, "pushed": pushed})))
+}
+
+/// `GET /__cp/ws` → `{"refused": N, "connections": [...]}` (WebSocket connections, oldest
+/// first, with their wxid, frame and heartbeat counts).
+pub async fn websockets(State(state): State<WehubState>) -> Json<Value> {
+    let store = state.lock();
+    Json(json!(store.ws))
+}
+
+/// `POST /__cp/ws/close` `{"wxid"?}` → `{"dropped": N}`: drops the open WebSocket connections
+/// (of that wxid, or all) without a close frame.
+pub async fn close_websockets(
+    State(state): State<WehubState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request = json_object(&body, "close request")?;
+    let wxid = lenient_string(request.get("wxid"));
+    let dropped = state.lock().ws.drop_open(wxid.as_deref());
+    Ok(Json(json!({"dropped": dropped})))
 }
 
 /// `GET /__cp/tasks` → `{"tasks": [...]}` (bookkeeping of every task issued, oldest first).

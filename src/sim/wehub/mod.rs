@@ -10,7 +10,8 @@
 //!   [`mode`]: the behaviour switches ([`Mode`]).
 //! - [`envelope`]: lenient request parsing and the ack bodies.
 //! - [`sign`]: the login md5 signature (A.4) and the request HMAC check (B.6).
-//! - [`callback`], [`upload`]: the two wire endpoints.
+//! - [`callback`], [`upload`], [`ws`]: the wire endpoints (HTTP callback, multipart upload,
+//!   WebSocket mode).
 //! - [`control`]: the test-control API; [`page`]: the human QR page.
 //!
 //! Memory caps (oldest records are dropped first; see the constants in [`store`]):
@@ -28,6 +29,7 @@ pub mod sign;
 pub mod state;
 pub mod store;
 pub mod upload;
+pub mod ws;
 
 pub use mode::{AutoReply, Mode, WebsocketMode};
 pub use server::{router, serve};

@@ -30,6 +30,11 @@ pub struct Mode {
     pub delay_ms: u64,
     /// When set, `login_ack` carries `extension_protocol` (A.8) pointing at this WebSocket.
     pub websocket: Option<WebsocketMode>,
+    /// `GET /wehub/ws` refuses the upgrade with HTTP 403 (the client must fall back to HTTP).
+    pub ws_refuse: bool,
+    /// Requests, uploads and WebSocket upgrades without a valid B.6 signature are answered
+    /// HTTP 401 (and recorded). Needs `secret`.
+    pub require_signature: bool,
 }
 
 /// Reply `reply` to every incoming text containing `match` (never to the account's own messages).
@@ -68,6 +73,8 @@ impl Default for Mode {
             down: false,
             delay_ms: 0,
             websocket: None,
+            ws_refuse: false,
+            require_signature: false,
         }
     }
 }
@@ -87,6 +94,8 @@ impl std::fmt::Debug for Mode {
             .field("down", &self.down)
             .field("delay_ms", &self.delay_ms)
             .field("websocket", &self.websocket)
+            .field("ws_refuse", &self.ws_refuse)
+            .field("require_signature", &self.require_signature)
             .finish()
     }
 }
@@ -126,6 +135,9 @@ impl Mode {
             && websocket.ws_url.is_empty()
         {
             return Err("websocket.ws_url must not be empty".to_owned());
+        }
+        if self.require_signature && self.secret.is_none() {
+            return Err("require_signature needs a secret to check against".to_owned());
         }
         Ok(())
     }
@@ -173,6 +185,15 @@ mod tests {
             .expect_err("wrong type");
         assert!(err.contains("invalid mode"), "{err}");
         assert!(Mode::default().merged(&json!([])).is_err());
+        let err = Mode::default()
+            .merged(&json!({"require_signature": true}))
+            .expect_err("no secret");
+        assert!(err.contains("require_signature"), "{err}");
+        assert!(
+            Mode::default()
+                .merged(&json!({"require_signature": true, "secret": "s"}))
+                .is_ok()
+        );
     }
 
     #[test]

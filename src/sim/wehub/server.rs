@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::WehubState;
 use super::store::{MAX_CALLBACK_BODY, MAX_UPLOAD_BODY};
-use super::{callback, control, page, upload};
+use super::{callback, control, page, upload, ws};
 
 /// Every route of the reference control plane:
-/// - wire: `POST /wehub/callback`, `POST /wehub/upload`;
+/// - wire: `POST /wehub/callback`, `POST /wehub/upload`, `GET /wehub/ws` (WebSocket mode);
 /// - test control: `/__cp/tasks`, `/__cp/requests`, `/__cp/task_results`, `/__cp/uploads`,
 ///   `/__cp/uploads/media/<file_index>`, `/__cp/qr_sessions`, `/__cp/qr_sessions/<id>/png`,
-///   `/__cp/accounts`, `/__cp/mode`, `/__cp/reset`;
+///   `/__cp/accounts`, `/__cp/mode`, `/__cp/reset`, `/__cp/ws`, `/__cp/ws/close`;
 /// - for people: `GET /cp/`.
 pub fn router(state: WehubState) -> Router {
     Router::new()
@@ -30,6 +30,9 @@ pub fn router(state: WehubState) -> Router {
             "/wehub/upload",
             post(upload::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BODY)),
         )
+        .route("/wehub/ws", get(ws::upgrade))
+        .route("/__cp/ws", get(control::websockets))
+        .route("/__cp/ws/close", post(control::close_websockets))
         .route(
             "/__cp/tasks",
             post(control::queue_task).get(control::list_tasks),

@@ -66,6 +66,12 @@ pub struct SignatureCheck {
 }
 
 impl SignatureCheck {
+    /// Whether `mode` refuses this request: it requires signatures and this one is missing or
+    /// does not verify.
+    pub fn refused_by(&self, mode: &super::mode::Mode) -> bool {
+        mode.require_signature && self.ok != Some(true)
+    }
+
     pub fn from_headers(
         headers: &axum::http::HeaderMap,
         secret: Option<&str>,

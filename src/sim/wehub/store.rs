@@ -39,11 +39,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How a request reached the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `POST /wehub/callback`.
+    Http,
+    /// A text frame on `GET /wehub/ws` (spec A.8).
+    Websocket,
+}
+
 /// One callback request as received (`/__cp/requests`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
     pub index: u64,
     pub time_ms: u64,
+    pub transport: Transport,
     pub action: String,
     pub appid: String,
     pub wxid: String,
@@ -271,16 +282,20 @@ pub struct Store {
     accounts: HashMap<String, Account>,
     seen_events: SeenKeys,
     seen_messages: SeenKeys,
+    /// WebSocket connections (spec A.8); kept across a reset, like open sockets are.
+    pub ws: super::ws::Registry,
 }
 
 impl Store {
     /// Forgets every record and queued task; the mode stays.
     pub fn reset(&mut self) {
         let mode = std::mem::take(&mut self.mode);
+        let ws = std::mem::take(&mut self.ws);
         let next_index = self.next_index;
         let next_task = self.next_task;
         *self = Store {
             mode,
+            ws,
             next_index,
             next_task,
             ..Store::default()
@@ -608,6 +623,7 @@ mod tests {
         RequestRecord {
             index: 0,
             time_ms: 0,
+            transport: Transport::Http,
             action: "report_new_msg".into(),
             appid: String::new(),
             wxid: "w".into(),

@@ -67,6 +67,12 @@ pub async fn upload(State(state): State<WehubState>, headers: HeaderMap, body: B
         )
     } else {
         let signature = SignatureCheck::from_headers(&headers, mode.secret.as_deref(), &body);
+        if signature.refused_by(&mode) {
+            let answer =
+                json!({"error": "missing or invalid request signature (mode require_signature)"});
+            tracing::debug!(status = 401, "control-plane upload refused: signature");
+            return (StatusCode::UNAUTHORIZED, Json(answer)).into_response();
+        }
         match parse_form(&headers, body).await {
             Ok(form) => match store_form(&state, form, signature.ok, time_ms) {
                 Ok(file_index) => (

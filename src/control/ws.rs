@@ -1,0 +1,631 @@
+//! WebSocket mode (spec A.8): when `login_ack` offers `extension_protocol.type = "websocket"`,
+//! one [`WsLink`] per logged-in account keeps a socket to `ws_url` open, carries the session's
+//! reports as text frames, receives tasks the server pushes, and sends heartbeats.
+//!
+//! How it fits the rest:
+//! - **The spool stays the source of truth.** The delivery task ([`crate::control::delivery`])
+//!   still sends the spool one report at a time and removes a report only when its answer
+//!   arrived. While the link is open it sends the front report as a frame
+//!   ([`WsSender::request`]) instead of an HTTP post; otherwise over HTTP. One report is in
+//!   flight at a time on either transport, so switching between them can neither reorder nor
+//!   lose anything: a report whose answer never came (socket dropped, timeout) stays at the
+//!   front and is sent again, on whichever transport is up then (at-least-once; the server
+//!   dedupes by event id, as over HTTP).
+//! - **Matching answers to frames.** Each report frame is the usual envelope plus a top-level
+//!   `event_id` (the spool's `<session>:<seq>`, the same key HTTP sends as
+//!   `X-Wxagent-Event-Id`); the reference control plane echoes it in the answer frame. A frame
+//!   echoing the id in flight is its answer. For a server that echoes nothing, the first
+//!   id-less `common_ack` (or other non-task, non-heartbeat ack) after a report frame is taken as
+//!   its answer — in order, since only one report is ever in flight; such a server must not
+//!   push an id-less `common_ack` while a report is unanswered, or that push would be taken
+//!   for the answer. Once a server has echoed an id on a connection, id-less frames are always
+//!   pushes.
+//! - **Pushed tasks.** A `pull_task_ack` frame carries one task with a `task_id` (a
+//!   `report_task_result` follows, through the spool); any other frame that is not an answer
+//!   is a push whose `reply_task_list` runs without results (A.5). Both go to the session's task
+//!   executor at once. The `reply_task_list` of an answer goes back with the answer to the
+//!   delivery task, which hands it on like an HTTP ack's.
+//! - **Heartbeats.** `{"action":"heartbeat","appid","wxid","data":{}}` right after connecting
+//!   (the server learns which account the socket is for) and then every `heartbeat_interval`.
+//!   Answers (`heartbeat_ack`, or frames whose action is spelt `atcion`) only show liveness.
+//! - **HTTP whenever the socket is not open.** If the upgrade is refused or the socket cannot
+//!   be opened, or drops, reports and `pull_task` polling go over HTTP at once, and the link
+//!   keeps trying to reopen the socket with jittered backoff (0.5 s doubling to 60 s; reset
+//!   once a connection stayed up for a heartbeat interval). When it opens, reports move back to
+//!   it and polling pauses. `login`, `logout` and uploads always use HTTP: `login` is what
+//!   offers the socket, `logout` ends it and its answer decides whether the worker exits, and
+//!   uploads are multipart.
+//! - **Address policy.** `ws_url` must be `ws://` or `wss://` (`http://`/`https://` are read
+//!   as those) with a host, like the callback URL (http or https, LAN allowed). With
+//!   `sign_requests` on, plain `ws://` is accepted only for loopback hosts; see signing.
+//! - **Signing (B.6).** Frames are not signed one by one: the upgrade request is. It is a GET
+//!   without a body, so its `X-Wxagent-Signature` covers `timestamp + "." + <path and query of
+//!   ws_url>`. Everything after the handshake travels on that one authenticated connection,
+//!   and because signing clients only use `wss://` (TLS) off loopback, nobody else can inject or
+//!   alter frames on it — what per-request HMACs give plain HTTP posts. A per-frame HMAC would
+//!   need a canonical form of the JSON on both sides, which stock WeHub frames do not have.
+//! - **TLS.** `wss://` uses rustls with the system's root certificates, like the HTTP client.
+
+use crate::backoff::Backoff;
+use crate::control::client::ControlClient;
+use crate::control::envelope::{Ack, RawTask, WebSocketExtension, action};
+use crate::control::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use url::{Host, Url};
+
+/// Frames larger than this are refused (an ack is a few kilobytes).
+const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Why the socket could not be used. Messages never contain the URL (its query may carry a
+/// token) or a signature.
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    /// `ws_url` breaks the address policy; the session stays on HTTP.
+    #[error("websocket url refused: {reason}")]
+    Url { reason: String },
+    /// The upgrade failed: refused (HTTP status), unreachable, TLS.
+    #[error("websocket connect failed")]
+    Connect {
+        #[source]
+        source: tungstenite::Error,
+    },
+    #[error("websocket connect took longer than {after:?}")]
+    ConnectTimeout { after: Duration },
+    /// No socket is open right now.
+    #[error("the websocket is not open")]
+    NotOpen,
+    /// The socket closed or broke before the answer came.
+    #[error("the websocket closed before the answer: {detail}")]
+    Closed { detail: String },
+    #[error("{action}: no answer on the websocket within {after:?}")]
+    Timeout { action: String, after: Duration },
+}
+
+/// Where the link stands. The delivery task and the `pull_task` poller look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Opening the socket (the first time, or again after a failure).
+    Connecting { attempt: u32 },
+    /// The socket is open; reports go over it and polling pauses.
+    Open { connection: u32 },
+    /// Not open; HTTP is used until a retry after `retry_in` succeeds.
+    Down { error: String, retry_in: Duration },
+    /// The session stopped the link.
+    Stopped,
+}
+
+/// Reconnect timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsPolicy {
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl Default for WsPolicy {
+    /// 0.5 s doubling (with jitter) up to 60 s.
+    fn default() -> Self {
+        WsPolicy {
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A task that arrived over the socket: `(task_id, task)`, with an id only for a
+/// `pull_task_ack` (then a `report_task_result` is due). The same shape the `pull_task` poller
+/// hands to the executor.
+pub type PushedTask = (Option<String>, RawTask);
+
+/// One report frame waiting for its turn and its answer.
+struct Outbound {
+    action: String,
+    event_id: String,
+    text: String,
+    reply: oneshot::Sender<Result<Ack, WsError>>,
+}
+
+/// The sending side of a link, for the delivery task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WsSender {
+    requests: mpsc::Sender<Outbound>,
+    state: watch::Receiver<LinkState>,
+    timeout: Duration,
+    control: ControlClient,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("action", &self.action)
+            .field("event_id", &self.event_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsSender {
+    pub fn is_open(&self) -> bool {
+        matches!(*self.state.borrow(), LinkState::Open { .. })
+    }
+
+    /// Sends one report as a frame and waits for its answer (bounded by the control-plane
+    /// timeout). [`WsError::NotOpen`] at once when the socket is not open: use HTTP.
+    pub async fn request(
+        &self,
+        act: &str,
+        wxid: &str,
+        data: Value,
+        event_id: &str,
+    ) -> Result<Ack, WsError> {
+        if !self.is_open() {
+            return Err(WsError::NotOpen);
+        }
+        let mut envelope = self.control.envelope(act, wxid, data);
+        envelope.event_id = Some(event_id.to_owned());
+        let text = String::from_utf8_lossy(&envelope.to_body()).into_owned();
+        tracing::trace!(action = act, frame = %text, "control-plane frame");
+        let (tx, rx) = oneshot::channel();
+        let outbound = Outbound {
+            action: act.to_owned(),
+            event_id: event_id.to_owned(),
+            text,
+            reply: tx,
+        };
+        let timeout = || WsError::Timeout {
+            action: act.to_owned(),
+            after: self.timeout,
+        };
+        let answer = tokio::time::timeout(self.timeout, async {
+            self.requests
+                .send(outbound)
+                .await
+                .map_err(|_| WsError::NotOpen)?;
+            rx.await.map_err(|_| WsError::Closed {
+                detail: "the link stopped".to_owned(),
+            })?
+        });
+        answer.await.map_err(|_| timeout())?
+    }
+}
+
+/// The running link of one account; stops with its cancellation token.
+#[derive(Debug)]
+pub struct WsLink {
+    sender: WsSender,
+    task: JoinHandle<()>,
+}
+
+impl WsLink {
+    /// Checks `ext.ws_url` against the address policy and starts connecting. Pushed tasks go
+    /// to `tasks`. An error means the URL was refused: stay on HTTP.
+    pub fn start(
+        control: ControlClient,
+        ext: &WebSocketExtension,
+        wxid: String,
+        tasks: mpsc::Sender<PushedTask>,
+        cancel: CancellationToken,
+        policy: WsPolicy,
+    ) -> Result<WsLink, WsError> {
+        let url = ws_url(&ext.ws_url, control.signs_requests())?;
+        let (state_tx, state_rx) = watch::channel(LinkState::Connecting { attempt: 1 });
+        // Capacity 1: the delivery task sends one report at a time.
+        let (req_tx, req_rx) = mpsc::channel(1);
+        let sender = WsSender {
+            requests: req_tx,
+            state: state_rx,
+            timeout: control.timeout(),
+            control: control.clone(),
+        };
+        let runner = Runner {
+            control,
+            url,
+            heartbeat: ext.heartbeat_interval.max(Duration::from_secs(1)),
+            wxid,
+            tasks,
+            state: state_tx,
+            cancel,
+            policy,
+        };
+        let task = tokio::spawn(runner.run(req_rx).instrument(tracing::Span::current()));
+        Ok(WsLink { sender, task })
+    }
+
+    pub fn sender(&self) -> WsSender {
+        self.sender.clone()
+    }
+
+    /// Changes of [`LinkState`] (the `pull_task` poller pauses while open).
+    pub fn state(&self) -> watch::Receiver<LinkState> {
+        self.sender.state.clone()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Checks `raw` against the address policy (see the module doc); returns the URL to open.
+pub fn ws_url(raw: &str, signing: bool) -> Result<Url, WsError> {
+    let refuse = |reason: &str| WsError::Url {
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(raw.trim()).map_err(|e| WsError::Url {
+        reason: format!("not a URL ({e})"),
+    })?;
+    let scheme = match url.scheme() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        _ => return Err(refuse("must be a ws:// or wss:// URL")),
+    };
+    if url.scheme() != scheme {
+        url.set_scheme(scheme)
+            .map_err(|()| refuse("cannot be read as a ws:// or wss:// URL"))?;
+    }
+    let loopback = match url.host() {
+        None => return Err(refuse("has no host")),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+    };
+    if signing && scheme == "ws" && !loopback {
+        return Err(refuse(
+            "plain ws:// is accepted only for loopback hosts while sign_requests is on (frames are covered by the signed handshake only over TLS)",
+        ));
+    }
+    Ok(url)
+}
+
+/// The path and query of `url`: the signed text of the upgrade request.
+pub fn handshake_target(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Runner {
+    control: ControlClient,
+    url: Url,
+    heartbeat: Duration,
+    wxid: String,
+    tasks: mpsc::Sender<PushedTask>,
+    state: watch::Sender<LinkState>,
+    cancel: CancellationToken,
+    policy: WsPolicy,
+}
+
+impl Runner {
+    async fn run(self, mut requests: mpsc::Receiver<Outbound>) {
+        let mut backoff = Backoff::new(self.policy.reconnect_min, self.policy.reconnect_max);
+        let mut attempt: u32 = 0;
+        let mut connections: u32 = 0;
+        let mut ever_open = false;
+        loop {
+            attempt += 1;
+            self.state.send_replace(LinkState::Connecting { attempt });
+            let opened = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                r = self.connect() => r,
+            };
+            let error = match opened {
+                Ok(socket) => {
+                    connections += 1;
+                    ever_open = true;
+                    tracing::info!(
+                        connection = connections,
+                        "control-plane websocket open; reports go over it"
+                    );
+                    self.state.send_replace(LinkState::Open {
+                        connection: connections,
+                    });
+                    let since = Instant::now();
+                    let why = self.serve(socket, &mut requests).await;
+                    if self.cancel.is_cancelled() {
+                        break;
+                    }
+                    if since.elapsed() >= self.heartbeat {
+                        backoff.reset();
+                    }
+                    tracing::warn!(error = %why, "control-plane websocket lost; using HTTP until it reopens");
+                    why
+                }
+                Err(e) => {
+                    let why = crate::control::error::chain(&e);
+                    if attempt == 1 || (ever_open && attempt > 1) {
+                        tracing::warn!(error = %why, "control-plane websocket cannot be opened; using HTTP");
+                    } else {
+                        tracing::debug!(error = %why, "control-plane websocket still cannot be opened");
+                    }
+                    why
+                }
+            };
+            let retry_in = backoff.next_delay();
+            self.state.send_replace(LinkState::Down { error, retry_in });
+            // A report that slipped in as the socket went down is answered at once, so the
+            // delivery task retries it (over HTTP) without waiting for its timeout.
+            while let Ok(stale) = requests.try_recv() {
+                let _ = stale.reply.send(Err(WsError::NotOpen));
+            }
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(retry_in) => {}
+            }
+        }
+        self.state.send_replace(LinkState::Stopped);
+        tracing::debug!("control-plane websocket link stopped");
+    }
+
+    async fn connect(&self) -> Result<Socket, WsError> {
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|source| WsError::Connect { source })?;
+        if let Some(headers) = self.control.sign(handshake_target(&self.url).as_bytes()) {
+            let h = request.headers_mut();
+            for (name, value) in [
+                (TIMESTAMP_HEADER, headers.timestamp),
+                (SIGNATURE_HEADER, headers.signature),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    h.insert(name, value);
+                }
+            }
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME))
+            .max_frame_size(Some(MAX_FRAME));
+        let after = self.control.timeout().min(Duration::from_secs(10));
+        let connect =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+        match tokio::time::timeout(after, connect).await {
+            Ok(Ok((socket, _response))) => Ok(socket),
+            Ok(Err(source)) => Err(WsError::Connect { source }),
+            Err(_) => Err(WsError::ConnectTimeout { after }),
+        }
+    }
+
+    fn heartbeat_frame(&self) -> Message {
+        let envelope = self.control.envelope(
+            action::HEARTBEAT,
+            &self.wxid,
+            Value::Object(Default::default()),
+        );
+        Message::text(String::from_utf8_lossy(&envelope.to_body()).into_owned())
+    }
+
+    /// Runs one open socket until it fails or the link is cancelled; returns why it ended.
+    async fn serve(&self, socket: Socket, requests: &mut mpsc::Receiver<Outbound>) -> String {
+        let (mut sink, mut stream) = socket.split();
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Option<(Outbound, Instant)> = None;
+        // Whether this server echoes event ids (then id-less frames are always pushes).
+        let mut echoes = false;
+        let why = loop {
+            let deadline = pending
+                .as_ref()
+                .map(|(_, sent)| *sent + self.control.timeout());
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break "stopped".to_owned();
+                }
+                incoming = stream.next() => {
+                    let text = match incoming {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(frame))) => {
+                            break match frame {
+                                Some(f) => format!("closed by the server ({} {})", f.code, f.reason),
+                                None => "closed by the server".to_owned(),
+                            };
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => break format!("read failed: {e}"),
+                        None => break "the connection ended".to_owned(),
+                    };
+                    let Some(frame) = Frame::read(text.as_str()) else {
+                        tracing::debug!(bytes = text.len(), "control-plane frame is not a JSON object; ignored");
+                        continue;
+                    };
+                    echoes |= frame.ack.event_id.is_some();
+                    match frame.classify(pending.as_ref().map(|(o, _)| o.event_id.as_str()), echoes) {
+                        Kind::Answer => {
+                            if let Some((outbound, _)) = pending.take() {
+                                tracing::debug!(event_id = %outbound.event_id, action = %outbound.action, "report answered on the websocket");
+                                let _ = outbound.reply.send(Ok(frame.ack));
+                            }
+                        }
+                        Kind::Liveness => {}
+                        Kind::Push => {
+                            for task in frame.tasks() {
+                                if self.tasks.send(task).await.is_err() {
+                                    tracing::debug!("task executor gone; pushed task dropped");
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(e) = sink.send(self.heartbeat_frame()).await {
+                        break format!("heartbeat failed: {e}");
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    if let Some((outbound, _)) = pending.take() {
+                        let after = self.control.timeout();
+                        let _ = outbound.reply.send(Err(WsError::Timeout { action: outbound.action, after }));
+                    }
+                    break "a report got no answer in time".to_owned();
+                }
+                next = requests.recv(), if pending.is_none() => {
+                    let Some(outbound) = next else { break "stopped".to_owned() };
+                    // The caller gave up (timeout) while it waited in the queue.
+                    if outbound.reply.is_closed() {
+                        continue;
+                    }
+                    if let Err(e) = sink.send(Message::text(outbound.text.clone())).await {
+                        let _ = outbound.reply.send(Err(WsError::Closed { detail: format!("send failed: {e}") }));
+                        break format!("send failed: {e}");
+                    }
+                    pending = Some((outbound, Instant::now()));
+                }
+            }
+        };
+        if let Some((outbound, _)) = pending {
+            let _ = outbound.reply.send(Err(WsError::Closed {
+                detail: why.clone(),
+            }));
+        }
+        why
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One frame the server sent.
+struct Frame {
+    ack: Ack,
+    /// `action`/`atcion` when the server sent a request-shaped frame (e.g. its own heartbeat).
+    action: Option<String>,
+}
+
+/// What a frame is to the link.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    /// The answer to the report in flight.
+    Answer,
+    /// A heartbeat answer or the server's own heartbeat.
+    Liveness,
+    /// Tasks the server pushed (possibly none).
+    Push,
+}
+
+impl Frame {
+    fn read(text: &str) -> Option<Frame> {
+        let value: Value = serde_json::from_str(text).ok()?;
+        let object = value.as_object()?;
+        let action = ["action", "atcion"]
+            .iter()
+            .find_map(|k| object.get(*k).and_then(Value::as_str))
+            .map(str::to_owned);
+        Some(Frame {
+            ack: Ack::from_value(&value),
+            action,
+        })
+    }
+
+    fn classify(&self, in_flight: Option<&str>, echoes: bool) -> Kind {
+        let heartbeat = self
+            .action
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(action::HEARTBEAT))
+            || self.ack.ack_type.to_ascii_lowercase().contains("heartbeat");
+        match (&self.ack.event_id, in_flight) {
+            (Some(id), Some(current)) if id == current => Kind::Answer,
+            _ if heartbeat => Kind::Liveness,
+            (Some(_), _) => Kind::Push,
+            (None, _) if self.ack.pulled_task().is_some() => Kind::Push,
+            (None, Some(_)) if !echoes => Kind::Answer,
+            (None, _) => Kind::Push,
+        }
+    }
+
+    fn tasks(&self) -> Vec<PushedTask> {
+        if let Some((id, task)) = self.ack.pulled_task() {
+            return vec![((!id.is_empty()).then_some(id), task)];
+        }
+        self.ack
+            .reply_tasks()
+            .into_iter()
+            .map(|t| (None, t))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn frame(v: Value) -> Frame {
+        Frame::read(&v.to_string()).expect("an object")
+    }
+
+    #[test]
+    fn url_policy() {
+        assert_eq!(
+            ws_url("ws://127.0.0.1:9/wehub/ws", true).unwrap().as_str(),
+            "ws://127.0.0.1:9/wehub/ws"
+        );
+        assert_eq!(
+            ws_url("https://cp.example.com/ws?t=1", true)
+                .unwrap()
+                .as_str(),
+            "wss://cp.example.com/ws?t=1"
+        );
+        assert!(ws_url("ws://cp.example.com/ws", false).is_ok());
+        let err = ws_url("ws://cp.example.com/ws?token=abc", true).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(!err.to_string().contains("abc"), "{err}");
+        assert!(ws_url("ftp://127.0.0.1/", false).is_err());
+        assert!(ws_url("not a url", false).is_err());
+        assert_eq!(
+            handshake_target(&Url::parse("ws://h/a/b?x=1&y=2").unwrap()),
+            "/a/b?x=1&y=2"
+        );
+        assert_eq!(handshake_target(&Url::parse("ws://h").unwrap()), "/");
+    }
+
+    #[test]
+    fn frames_are_matched_by_echoed_id_then_in_order() {
+        let answer = frame(json!({"ack_type":"common_ack","event_id":"s:1","data":{}}));
+        assert_eq!(answer.classify(Some("s:1"), true), Kind::Answer);
+        assert_eq!(answer.classify(Some("s:2"), true), Kind::Push);
+        assert_eq!(answer.classify(None, true), Kind::Push);
+
+        let bare =
+            frame(json!({"ack_type":"common_ack","data":{"reply_task_list":[{"task_type":1}]}}));
+        // A server that never echoes ids answers in order.
+        assert_eq!(bare.classify(Some("s:1"), false), Kind::Answer);
+        // One that does: an id-less frame is a push.
+        assert_eq!(bare.classify(Some("s:1"), true), Kind::Push);
+        assert_eq!(bare.classify(None, false), Kind::Push);
+        assert_eq!(bare.tasks().len(), 1);
+        assert_eq!(bare.tasks()[0].0, None);
+
+        let pulled = frame(
+            json!({"ack_type":"pull_task_ack","data":{"task_id":"t-9","task_data":{"task_type":1,"task_dict":{}}}}),
+        );
+        assert_eq!(pulled.classify(Some("s:1"), false), Kind::Push);
+        assert_eq!(pulled.tasks()[0].0.as_deref(), Some("t-9"));
+
+        let hb = frame(json!({"ack_type":"heartbeat_ack"}));
+        assert_eq!(hb.classify(Some("s:1"), false), Kind::Liveness);
+        let vendor_hb = frame(json!({"atcion":"heartbeat","data":{}}));
+        assert_eq!(vendor_hb.classify(Some("s:1"), false), Kind::Liveness);
+        assert!(Frame::read("[1]").is_none());
+        assert!(Frame::read("nope").is_none());
+    }
+}

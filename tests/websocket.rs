@@ -1,0 +1,512 @@
+//! WebSocket mode (control-plane spec A.8) end to end, and request signing (B.6) against the
+//! reference control plane when it requires signatures.
+//!
+//! Real binaries (`wxagent sim`, `wxagent run` and its workers), like tests/supervisor.rs:
+//! - a session offered WebSocket mode reports messages over the socket (the ledger says
+//!   `transport: "websocket"`), stops polling `pull_task`, runs a pushed reply task (task 1:
+//!   the simulator's outbox shows the text) and a pushed `pull_task_ack` task (its
+//!   `report_task_result` arrives over the socket), and sends heartbeats;
+//! - with the upgrade refused (mode `ws_refuse`) the session falls back to HTTP: messages are
+//!   reported and pulled tasks run;
+//! - the server drops the socket mid-session: the worker reconnects, nothing is lost and the
+//!   order is kept;
+//! - with mode `require_signature`, a whole session's callbacks, QR uploads, WebSocket upgrade
+//!   and frames verify (nothing is refused with 401).
+//!
+//! In-process, against the reference control plane alone (tokio-tungstenite as the client):
+//! answer frames echo `event_id`, frames land in the callback ledger, tasks are pushed, and
+//! refused / unsigned upgrades are answered 403 / 401.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn ws_url(sim: &Sim) -> String {
+    format!("{}/wehub/ws", sim.base.replacen("http://", "ws://", 1))
+}
+
+/// The WebSocket connections the control plane saw (`/__cp/ws`).
+fn connections(sim: &Sim, wxid: &str) -> Vec<Value> {
+    sim.get("/__cp/ws")["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["wxid"] == wxid)
+        .collect()
+}
+
+/// Waits until `wxid` has an open connection, at least `n` in all; returns the open one.
+fn wait_open_connection(sim: &Sim, wxid: &str, n: usize) -> Value {
+    wait_until(&format!("websocket connection #{n} of {wxid}"), || {
+        let all = connections(sim, wxid);
+        if all.len() < n {
+            return None;
+        }
+        all.into_iter().rev().find(|c| c["closed_ms"].is_null())
+    })
+}
+
+/// Requests with this action and wxid (every transport), oldest first.
+fn requests_of(sim: &Sim, action: &str, wxid: &str) -> Vec<Value> {
+    sim.get(&format!("/__cp/requests?action={action}&wxid={wxid}"))["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A supervisor, an account with Bob, and a logged-in session `id`; returns (sup, uin).
+fn session(sim: &Sim, cfg: &TestConfig, id: &str) -> (Supervisor, u64) {
+    let uin = sim.account_with_bob("Alice");
+    let sup = Supervisor::start(&cfg.path);
+    sim.log_in_session(&sup, uin, id);
+    (sup, uin)
+}
+
+/// The transport each of the ledger's copies of these injected messages came by.
+fn transports(sim: &Sim, sent: &[Injected]) -> Vec<(String, String)> {
+    let records = sim.get("/__cp/requests?action=report_new_msg&status=200")["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    sent.iter()
+        .flat_map(|m| {
+            records
+                .iter()
+                .filter(|r| r["data"]["msg"]["msg_id"] == m.msg_id.as_str())
+                .map(|r| {
+                    (
+                        m.text.clone(),
+                        r["transport"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn websocket_mode_reports_pushes_tasks_and_heartbeats() {
+    let sim = Sim::start();
+    sim.set_mode(json!({"websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1}}));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (_sup, uin) = session(&sim, &cfg, "qs-ws");
+    let wxid = uin.to_string();
+    let login = sim.wait_request("the login", "login", |r| r["wxid"] == wxid.as_str());
+    assert_eq!(login["transport"], "http", "login always goes over HTTP");
+    let conn = wait_open_connection(&sim, &wxid, 1);
+
+    // Messages go over the socket, in order.
+    let mut ledger = Ledger::default();
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        sent.push(ledger.inject(&sim, "qs-ws", uin));
+    }
+    let delivered = ledger.wait_all_delivered(&sim, Duration::from_secs(60));
+    ledger.assert_content(&sim, &delivered);
+    assert_eq!(
+        ledger.first_acceptance_order("qs-ws", &delivered),
+        vec![1, 2, 3, 4, 5]
+    );
+    let via = transports(&sim, &sent);
+    assert!(
+        via.iter().all(|(_, t)| t == "websocket"),
+        "every message came over the socket: {via:?}"
+    );
+    let polls = requests_of(&sim, "pull_task", &wxid).len();
+
+    // A reply task pushed at once: task 1 sends a text (no result is reported for it).
+    let bob = sim.user_name(uin, "Bob");
+    let pushed = sim.post(
+        "/__cp/tasks",
+        json!({"wxid": wxid, "task_type": 1, "via": "reply",
+               "task_dict": {"wxid_to": bob, "msg_list": [{"msg_type": 1, "msg": "pushed over the socket"}]}}),
+    );
+    assert_eq!(pushed["pushed"], true, "{pushed}");
+    let sent_text = sim.wait_outbox("the pushed text", uin, |m| {
+        m["content"] == "pushed over the socket"
+    });
+    assert_eq!(sent_text["to"], bob.as_str(), "{sent_text}");
+
+    // A pull task pushed as pull_task_ack: it runs and its result comes back over the socket.
+    let pulled = sim.post(
+        "/__cp/tasks",
+        json!({"wxid": wxid, "task_type": 1, "via": "pull",
+               "task_dict": {"wxid_to": bob, "msg_list": [{"msg_type": 1, "msg": "pulled over the socket"}]}}),
+    );
+    assert_eq!(pulled["pushed"], true, "{pulled}");
+    let task_id = pulled["task_id"].as_str().expect("task_id").to_owned();
+    let result = sim.wait_task_result(&task_id);
+    assert_eq!(result["task_result"], 1, "{result}");
+    assert_eq!(result["reports"], 1, "one result: {result}");
+    sim.wait_outbox("the pulled text", uin, |m| {
+        m["content"] == "pulled over the socket"
+    });
+    let result_request = requests_of(&sim, "report_task_result", &wxid)
+        .into_iter()
+        .find(|r| r["data"]["task_id"] == task_id.as_str())
+        .expect("the task result request");
+    assert_eq!(result_request["transport"], "websocket", "{result_request}");
+    assert!(
+        result_request["event_id"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("qs-ws:")),
+        "the frame carries its spool event id: {result_request}"
+    );
+
+    // Heartbeats every second on the same connection; no pull_task polling meanwhile.
+    let beating = wait_until("three heartbeats", || {
+        let c = connections(&sim, &wxid)
+            .into_iter()
+            .find(|c| c["id"] == conn["id"])?;
+        (c["heartbeats"].as_u64() >= Some(3)).then_some(c)
+    });
+    assert!(beating["closed_ms"].is_null(), "still open: {beating}");
+    assert!(
+        beating["frames"].as_u64() >= Some(6),
+        "messages and the result came as frames: {beating}"
+    );
+    assert_eq!(
+        requests_of(&sim, "pull_task", &wxid).len(),
+        polls,
+        "no pull_task while the socket is open"
+    );
+    assert_eq!(connections(&sim, &wxid).len(), 1, "one connection");
+}
+
+#[test]
+fn refused_websocket_falls_back_to_http() {
+    let sim = Sim::start();
+    sim.set_mode(json!({
+        "websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1},
+        "ws_refuse": true,
+    }));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (sup, uin) = session(&sim, &cfg, "qs-http");
+    let wxid = uin.to_string();
+    wait_until("a refused upgrade", || {
+        (sim.get("/__cp/ws")["refused"].as_u64() >= Some(1)).then_some(())
+    });
+
+    let mut ledger = Ledger::default();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(ledger.inject(&sim, "qs-http", uin));
+    }
+    let delivered = ledger.wait_all_delivered(&sim, Duration::from_secs(60));
+    ledger.assert_content(&sim, &delivered);
+    assert_eq!(
+        ledger.first_acceptance_order("qs-http", &delivered),
+        vec![1, 2, 3]
+    );
+    let via = transports(&sim, &sent);
+    assert!(via.iter().all(|(_, t)| t == "http"), "over HTTP: {via:?}");
+
+    // Tasks are pulled over HTTP and run.
+    let bob = sim.user_name(uin, "Bob");
+    let queued = sim.post(
+        "/__cp/tasks",
+        json!({"wxid": wxid, "task_type": 1, "via": "pull",
+               "task_dict": {"wxid_to": bob, "msg_list": [{"msg_type": 1, "msg": "pulled over http"}]}}),
+    );
+    assert_eq!(queued["pushed"], false, "{queued}");
+    let task_id = queued["task_id"].as_str().expect("task_id");
+    let result = sim.wait_task_result(task_id);
+    assert_eq!(result["task_result"], 1, "{result}");
+    sim.wait_outbox("the pulled text", uin, |m| {
+        m["content"] == "pulled over http"
+    });
+    assert!(!requests_of(&sim, "pull_task", &wxid).is_empty());
+    assert!(connections(&sim, &wxid).is_empty(), "no socket was opened");
+    sup.wait_session("still online", "qs-http", |s| s["state"] == "online");
+}
+
+#[test]
+fn dropped_websocket_reconnects_without_loss_or_reordering() {
+    let sim = Sim::start();
+    sim.set_mode(json!({"websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1}}));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (_sup, uin) = session(&sim, &cfg, "qs-drop");
+    let wxid = uin.to_string();
+    wait_open_connection(&sim, &wxid, 1);
+
+    let mut ledger = Ledger::default();
+    for _ in 0..5 {
+        ledger.inject(&sim, "qs-drop", uin);
+    }
+    ledger.wait_all_delivered(&sim, Duration::from_secs(60));
+    // Drop the socket while more messages arrive.
+    for i in 0..10 {
+        ledger.inject(&sim, "qs-drop", uin);
+        if i == 2 {
+            let dropped = sim.post("/__cp/ws/close", json!({"wxid": wxid}));
+            assert_eq!(dropped["dropped"], 1, "{dropped}");
+        }
+    }
+    let second = wait_open_connection(&sim, &wxid, 2);
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        after.push(ledger.inject(&sim, "qs-drop", uin));
+    }
+    let delivered = ledger.wait_all_delivered(&sim, Duration::from_secs(90));
+    ledger.assert_content(&sim, &delivered);
+    assert_eq!(
+        ledger.first_acceptance_order("qs-drop", &delivered),
+        (1..=20).collect::<Vec<u64>>(),
+        "every message once at least, in order"
+    );
+    let first = &connections(&sim, &wxid)[0];
+    assert_eq!(first["closed_by"], "dropped", "{first}");
+    // After the reconnect, reports are back on the socket.
+    let via = transports(&sim, &after);
+    assert!(
+        via.iter().all(|(_, t)| t == "websocket"),
+        "after the reconnect: {via:?}"
+    );
+    let second_now = connections(&sim, &wxid)
+        .into_iter()
+        .find(|c| c["id"] == second["id"])
+        .expect("the second connection");
+    assert!(
+        second_now["frames"].as_u64() >= Some(5),
+        "the second connection carried the later reports: {second_now}"
+    );
+}
+
+#[test]
+fn signed_requests_uploads_and_upgrades_verify_when_required() {
+    let sim = Sim::start();
+    sim.set_mode(json!({
+        "secret": "ws-secret",
+        "require_signature": true,
+        "websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1},
+    }));
+    let cfg = TestConfig::supervisor(
+        &sim,
+        &SupervisorSettings {
+            control: "secret_key = \"ws-secret\"\nsign_requests = true\n".into(),
+            ..SupervisorSettings::default()
+        },
+    );
+    let (_sup, uin) = session(&sim, &cfg, "qs-signed");
+    let wxid = uin.to_string();
+    let conn = wait_open_connection(&sim, &wxid, 1);
+    assert_eq!(conn["signature_ok"], true, "signed upgrade: {conn}");
+    let mut ledger = Ledger::default();
+    for _ in 0..3 {
+        ledger.inject(&sim, "qs-signed", uin);
+    }
+    let delivered = ledger.wait_all_delivered(&sim, Duration::from_secs(60));
+    ledger.assert_content(&sim, &delivered);
+
+    let all = sim.all_requests();
+    let http = all.iter().filter(|r| r["transport"] == "http").count();
+    let ws = all.iter().filter(|r| r["transport"] == "websocket").count();
+    assert!(
+        http >= 3,
+        "agent polls, QR status, login over HTTP: {all:?}"
+    );
+    assert!(ws >= 3, "messages over the socket: {all:?}");
+    let bad: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["signature_ok"] != true || r["status"] != 200)
+        .collect();
+    assert!(bad.is_empty(), "refused or unsigned requests: {bad:?}");
+    let uploads = sim.get("/__cp/uploads")["uploads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!uploads.is_empty(), "the QR code was uploaded");
+    assert!(
+        uploads.iter().all(|u| u["signature_ok"] == true),
+        "signed uploads: {uploads:?}"
+    );
+    assert_eq!(sim.get("/__cp/ws")["refused"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference control plane's WebSocket endpoint alone.
+
+mod endpoint {
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{self, Message};
+    use wxagent::control::signature::sign_request;
+    use wxagent::sim::wehub::{Mode, WebsocketMode, WehubState, serve};
+
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn start(mode: Mode) -> (String, WehubState, tokio_util::sync::CancellationToken) {
+        let state = WehubState::with_mode(mode);
+        let (addr, _task, stop) = serve("127.0.0.1:0".parse().unwrap(), state.clone())
+            .await
+            .expect("serve");
+        (format!("127.0.0.1:{}", addr.port()), state, stop)
+    }
+
+    fn ws_mode(addr: &str) -> Mode {
+        Mode {
+            websocket: Some(WebsocketMode {
+                ws_url: format!("ws://{addr}/wehub/ws"),
+                heartbeat_interval: 1,
+            }),
+            ..Mode::default()
+        }
+    }
+
+    async fn next_json(socket: &mut Socket) -> Value {
+        let msg = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .expect("a readable frame");
+        serde_json::from_str(msg.to_text().expect("a text frame")).expect("json")
+    }
+
+    async fn get_json(url: String) -> Value {
+        reqwest::get(url)
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    #[tokio::test]
+    async fn frames_are_answered_with_their_event_id_and_tasks_are_pushed() {
+        let (addr, _state, stop) = start(Mode::default()).await;
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/wehub/ws"))
+            .await
+            .expect("upgrade");
+        socket
+            .send(Message::text(
+                json!({"atcion": "heartbeat", "wxid": "w1", "data": {}}).to_string(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut socket).await["ack_type"], "heartbeat_ack");
+        let frame = json!({"action": "report_new_msg", "appid": "a", "wxid": "w1",
+            "data": {"msg": {"msg_id": "m1", "msg_type": 1, "msg": "hi"}}, "event_id": "s:7"});
+        socket.send(Message::text(frame.to_string())).await.unwrap();
+        let answer = next_json(&mut socket).await;
+        assert_eq!(answer["event_id"], "s:7", "{answer}");
+        assert_eq!(answer["ack_type"], "common_ack", "{answer}");
+        assert_eq!(answer["error_code"], 0, "{answer}");
+
+        let ledger = get_json(format!("http://{addr}/__cp/requests?action=report_new_msg")).await;
+        let record = &ledger["requests"][0];
+        assert_eq!(record["transport"], "websocket", "{record}");
+        assert_eq!(record["event_id"], "s:7", "{record}");
+        assert_eq!(record["data"]["msg"]["msg_id"], "m1", "{record}");
+
+        // A queued pull task is pushed at once as pull_task_ack, with its id.
+        let queued: Value = reqwest::Client::new()
+            .post(format!("http://{addr}/__cp/tasks"))
+            .json(&json!({"wxid": "w1", "task_type": 8, "task_dict": {"room_wxid": "@@r"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(queued["pushed"], true, "{queued}");
+        let push = next_json(&mut socket).await;
+        assert_eq!(push["ack_type"], "pull_task_ack", "{push}");
+        assert_eq!(push["data"]["task_id"], queued["task_id"], "{push}");
+        assert_eq!(push["data"]["task_data"]["task_type"], 8, "{push}");
+        assert!(
+            push.get("event_id").is_none(),
+            "a push answers nothing: {push}"
+        );
+
+        // Dropped by the control API: the client sees the connection end.
+        let dropped: Value = reqwest::Client::new()
+            .post(format!("http://{addr}/__cp/ws/close"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(dropped["dropped"], 1);
+        let end = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("the end in time");
+        assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+        let ws = get_json(format!("http://{addr}/__cp/ws")).await;
+        let conn = &ws["connections"][0];
+        assert_eq!(conn["wxid"], "w1", "{conn}");
+        assert_eq!(conn["heartbeats"], 1, "{conn}");
+        assert_eq!(conn["frames"], 1, "{conn}");
+        assert_eq!(conn["closed_by"], "dropped", "{conn}");
+        stop.cancel();
+    }
+
+    fn refused_status(err: tungstenite::Error) -> u16 {
+        match err {
+            tungstenite::Error::Http(response) => response.status().as_u16(),
+            other => panic!("expected an HTTP refusal, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_and_unsigned_upgrades() {
+        let (addr, state, stop) = start(Mode::default()).await;
+        let url = format!("ws://{addr}/wehub/ws?token=t1");
+        state.set_mode(Mode {
+            ws_refuse: true,
+            ..ws_mode(&addr)
+        });
+        let err = tokio_tungstenite::connect_async(url.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(refused_status(err), 403);
+
+        state.set_mode(Mode {
+            secret: Some("k".into()),
+            require_signature: true,
+            ..ws_mode(&addr)
+        });
+        let err = tokio_tungstenite::connect_async(url.clone())
+            .await
+            .expect_err("unsigned");
+        assert_eq!(refused_status(err), 401);
+
+        // Signed over the wrong target (the path without the query): refused.
+        let signed = |target: &str| {
+            let headers = sign_request("k", target.as_bytes(), std::time::SystemTime::now());
+            let mut request = url.as_str().into_client_request().unwrap();
+            let h = request.headers_mut();
+            h.insert("x-wxagent-timestamp", headers.timestamp.parse().unwrap());
+            h.insert("x-wxagent-signature", headers.signature.parse().unwrap());
+            request
+        };
+        let err = tokio_tungstenite::connect_async(signed("/wehub/ws"))
+            .await
+            .expect_err("wrong target");
+        assert_eq!(refused_status(err), 401);
+        let (mut socket, _) = tokio_tungstenite::connect_async(signed("/wehub/ws?token=t1"))
+            .await
+            .expect("a signed upgrade is accepted");
+        socket
+            .send(Message::text(
+                json!({"action": "report_contact", "wxid": "w2", "data": {}, "event_id": "e1"})
+                    .to_string(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut socket).await["event_id"], "e1");
+        let ledger = get_json(format!("http://{addr}/__cp/requests?wxid=w2")).await;
+        assert_eq!(ledger["requests"][0]["signature_ok"], true, "{ledger}");
+        let ws = get_json(format!("http://{addr}/__cp/ws")).await;
+        assert_eq!(ws["refused"], 3, "{ws}");
+        stop.cancel();
+    }
+}
