@@ -304,8 +304,13 @@ fn metrics_status_and_healthz_of_a_live_session() {
     assert_eq!(v("wxagent_reports_pending", &[]), 0.0);
     // The login, the contacts and the messages at least.
     assert!(v("wxagent_reports_delivered_total", &[]) >= INJECTED as f64 + 2.0);
-    assert_eq!(v("wxagent_qr_refreshes_total", &[]), 1.0);
-    assert_eq!(v("wxagent_uploads_total", &[]), 1.0, "the one QR upload");
+    let qr_codes = v("wxagent_qr_refreshes_total", &[]);
+    assert!(qr_codes >= 1.0);
+    assert_eq!(
+        v("wxagent_uploads_total", &[]),
+        qr_codes,
+        "each QR code uploaded once"
+    );
     assert_eq!(v("wxagent_worker_restarts_total", &[]), 0.0);
     assert_eq!(v("wxagent_spool_full_rejections_total", &[]), 0.0);
     assert!(v("wxagent_worker_rss_bytes", &[("session", id)]) > 1e6);
@@ -330,7 +335,12 @@ fn metrics_status_and_healthz_of_a_live_session() {
     assert!(row.contains("online") && row.contains("Alice"), "{row}");
 
     // Healthy, then stale while every synccheck fails, then healthy again.
-    assert_eq!(get(&sup, "/healthz"), (200, "ok\n".to_owned()));
+    // (Waited for: under load a worker's counters may arrive late.)
+    let healthy = wait_until("/healthz to pass", || {
+        let (code, body) = get(&sup, "/healthz");
+        (code == 200).then_some(body)
+    });
+    assert_eq!(healthy, "ok\n");
     sim.post(
         "/__sim/faults",
         json!({"route": "synccheck", "http500": 1.0}),

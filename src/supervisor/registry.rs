@@ -77,8 +77,12 @@ impl Entry {
         self.status.last_sync_ms = total.last_sync_ms;
         self.status.spool_depth = total.reports_pending;
         self.status.counters = total;
-        self.status.qr = (self.status.state == "waiting_for_scan" && self.qr_refresh > 0)
-            .then(|| format!("/qr/{}.png?v={}", self.status.id, self.qr_refresh));
+        self.status.qr =
+            (self.status.state == "waiting_for_scan" && self.qr_refresh > 0).then(|| {
+                // Names this worker's code, so a page never mistakes another one for it.
+                let pid = self.status.pid.unwrap_or(0);
+                format!("/qr/{}.png?v={pid}.{}", self.status.id, self.qr_refresh)
+            });
     }
 }
 
@@ -269,10 +273,13 @@ mod tests {
     fn qr_is_offered_only_while_waiting_for_a_scan() {
         let r = Registry::default();
         r.insert("q");
-        r.update("q", |s| s.state = "waiting_for_scan".into());
+        r.update("q", |s| {
+            s.state = "waiting_for_scan".into();
+            s.pid = Some(77);
+        });
         assert_eq!(r.snapshot()[0].qr, None, "no QR shown yet");
         r.record_qr("q", 2);
-        assert_eq!(r.snapshot()[0].qr.as_deref(), Some("/qr/q.png?v=2"));
+        assert_eq!(r.snapshot()[0].qr.as_deref(), Some("/qr/q.png?v=77.2"));
         r.update("q", |s| s.state = "online".into());
         assert_eq!(r.snapshot()[0].qr, None);
     }
