@@ -19,7 +19,8 @@
 //!   its answer — in order, since only one report is ever in flight; such a server must not
 //!   push an id-less `common_ack` while a report is unanswered, or that push would be taken
 //!   for the answer. Once a server has echoed an id on a connection, id-less frames are always
-//!   pushes.
+//!   pushes; until then no heartbeat is sent while a report is unanswered, so a heartbeat's
+//!   answer cannot be taken for a report's.
 //! - **Pushed tasks.** A `pull_task_ack` frame carries one task with a `task_id` (a
 //!   `report_task_result` follows, through the spool); any other frame that is not an answer
 //!   is a push whose `reply_task_list` runs without results (A.5). Both go to the session's task
@@ -477,6 +478,11 @@ impl Runner {
                     if answers_heartbeats && last_seen.elapsed() > self.heartbeat * 3 {
                         break "the server stopped answering heartbeats".to_owned();
                     }
+                    // A server that answers in order might answer a heartbeat with an id-less
+                    // common_ack: never let one cross a report's answer.
+                    if pending.is_some() && !echoes {
+                        continue;
+                    }
                     if let Err(e) = sink.send(self.heartbeat_frame()).await {
                         break format!("heartbeat failed: {e}");
                     }
@@ -680,6 +686,99 @@ mod tests {
         })
         .await
         .expect("stops when cancelled");
+        server.abort();
+    }
+
+    async fn wait_state(
+        state: &mut watch::Receiver<LinkState>,
+        pred: impl Fn(&LinkState) -> bool,
+    ) -> LinkState {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let now = state.borrow_and_update().clone();
+                if pred(&now) {
+                    return now;
+                }
+                state.changed().await.expect("the link runs");
+            }
+        })
+        .await
+        .expect("the state in time")
+    }
+
+    /// A stock-like server: answers report frames in order with id-less `common_ack`s, ignores
+    /// heartbeats, pushes a `pull_task_ack` after the first report, and drops the first
+    /// connection after it. The link answers reports, hands on the push, and reconnects.
+    #[tokio::test]
+    async fn in_order_answers_pushes_and_reconnects() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut connection = 0;
+            while let Ok((tcp, _)) = listener.accept().await {
+                connection += 1;
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    continue;
+                };
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                    if frame["action"] == "heartbeat" {
+                        continue;
+                    }
+                    let answer = serde_json::json!({"error_code": 0, "ack_type": "common_ack",
+                        "data": {"reply_task_list": [{"task_type": 8, "task_dict": {"n": frame["data"]["n"].clone()}}]}});
+                    ws.send(Message::text(answer.to_string())).await.unwrap();
+                    if connection == 1 {
+                        let push = serde_json::json!({"ack_type": "pull_task_ack",
+                            "data": {"task_id": "t-1", "task_data": {"task_type": 1, "task_dict": {}}}});
+                        ws.send(Message::text(push.to_string())).await.unwrap();
+                        break;
+                    }
+                }
+            }
+        });
+        let (tasks, mut pushed) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let ext = WebSocketExtension {
+            ws_url: format!("ws://127.0.0.1:{port}/ws"),
+            heartbeat_interval: Duration::from_secs(1),
+        };
+        let policy = WsPolicy {
+            reconnect_min: Duration::from_millis(10),
+            reconnect_max: Duration::from_millis(50),
+        };
+        let link = WsLink::start(client(), &ext, "w".into(), tasks, cancel.clone(), policy)
+            .expect("a loopback url");
+        let mut state = link.state();
+        wait_state(&mut state, |s| {
+            matches!(s, LinkState::Open { connection: 1 })
+        })
+        .await;
+        let ack = link
+            .sender()
+            .request("report_new_msg", "w", serde_json::json!({"n": 1}), "s:1")
+            .await
+            .expect("answered in order");
+        assert!(ack.parsed && ack.is_ok());
+        assert_eq!(ack.reply_tasks()[0].value()["task_dict"]["n"], 1);
+        let (id, task) = tokio::time::timeout(Duration::from_secs(20), pushed.recv())
+            .await
+            .expect("the push in time")
+            .expect("a pushed task");
+        assert_eq!(id.as_deref(), Some("t-1"));
+        assert_eq!(task.task_type(), Some(1));
+        wait_state(&mut state, |s| {
+            matches!(s, LinkState::Open { connection: 2 })
+        })
+        .await;
+        let ack = link
+            .sender()
+            .request("report_new_msg", "w", serde_json::json!({"n": 2}), "s:2")
+            .await
+            .expect("answered on the second connection");
+        assert_eq!(ack.reply_tasks()[0].value()["task_dict"]["n"], 2);
+        cancel.cancel();
+        wait_state(&mut state, |s| *s == LinkState::Stopped).await;
         server.abort();
     }
 
