@@ -10,8 +10,8 @@
 //!   reported and pulled tasks run;
 //! - the server drops the socket mid-session: the worker reconnects, nothing is lost and the
 //!   order is kept;
-//! - with mode `require_signature`, a whole session's callbacks, QR uploads, WebSocket upgrade
-//!   and frames verify (nothing is refused with 401).
+//! - with mode `require_signature`, a whole session's callbacks, QR and media uploads,
+//!   WebSocket upgrade and frames verify (nothing is refused with 401).
 //!
 //! In-process, against the reference control plane alone (tokio-tungstenite as the client):
 //! answer frames echo `event_id`, frames land in the callback ledger, tasks are pushed, and
@@ -300,6 +300,13 @@ fn signed_requests_uploads_and_upgrades_verify_when_required() {
     }
     let delivered = ledger.wait_all_delivered(&sim, Duration::from_secs(60));
     ledger.assert_content(&sim, &delivered);
+    // A received image uploaded by task 9 (pushed over the socket): a signed media upload.
+    let image = sim.inject(uin, json!({"type": "image", "from": "Bob"}));
+    let unit = sim.wait_reported_message("the image", |m| m["msg_id"] == image["msg_id"]);
+    let file_index = unit["file_index"].as_str().expect("file_index").to_owned();
+    let task = sim.queue_task(&wxid, 9, json!({"file_index": file_index}), "pull");
+    let result = sim.wait_task_result(&task);
+    assert_eq!(result["task_result"], 1, "{result}");
 
     let all = sim.all_requests();
     let http = all.iter().filter(|r| r["transport"] == "http").count();
@@ -318,7 +325,10 @@ fn signed_requests_uploads_and_upgrades_verify_when_required() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert!(!uploads.is_empty(), "the QR code was uploaded");
+    assert!(
+        uploads.iter().any(|u| u["kind"] == "qr") && uploads.iter().any(|u| u["kind"] == "media"),
+        "the QR code and the image were uploaded: {uploads:?}"
+    );
     assert!(
         uploads.iter().all(|u| u["signature_ok"] == true),
         "signed uploads: {uploads:?}"

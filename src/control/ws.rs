@@ -19,7 +19,8 @@
 //!   its answer — in order, since only one report is ever in flight; such a server must not
 //!   push an id-less `common_ack` while a report is unanswered, or that push would be taken
 //!   for the answer. Once a server has echoed an id on a connection, id-less frames are always
-//!   pushes.
+//!   pushes; until then no heartbeat is sent while a report is unanswered, so a heartbeat's
+//!   answer cannot be taken for a report's.
 //! - **Pushed tasks.** A `pull_task_ack` frame carries one task with a `task_id` (a
 //!   `report_task_result` follows, through the spool); any other frame that is not an answer
 //!   is a push whose `reply_task_list` runs without results (A.5). Both go to the session's task
@@ -312,7 +313,8 @@ impl Runner {
         let mut backoff = Backoff::new(self.policy.reconnect_min, self.policy.reconnect_max);
         let mut attempt: u32 = 0;
         let mut connections: u32 = 0;
-        let mut ever_open = false;
+        // One WARN per outage; the retries of a refused or unreachable socket log at DEBUG.
+        let mut warned = false;
         loop {
             attempt += 1;
             self.state.send_replace(LinkState::Connecting { attempt });
@@ -324,7 +326,7 @@ impl Runner {
             let error = match opened {
                 Ok(socket) => {
                     connections += 1;
-                    ever_open = true;
+                    attempt = 0;
                     tracing::info!(
                         connection = connections,
                         "control-plane websocket open; reports go over it"
@@ -341,14 +343,16 @@ impl Runner {
                         backoff.reset();
                     }
                     tracing::warn!(error = %why, "control-plane websocket lost; using HTTP until it reopens");
+                    warned = true;
                     why
                 }
                 Err(e) => {
                     let why = crate::control::error::chain(&e);
-                    if attempt == 1 || (ever_open && attempt > 1) {
-                        tracing::warn!(error = %why, "control-plane websocket cannot be opened; using HTTP");
+                    if warned {
+                        tracing::debug!(attempt, error = %why, "control-plane websocket still cannot be opened");
                     } else {
-                        tracing::debug!(error = %why, "control-plane websocket still cannot be opened");
+                        tracing::warn!(error = %why, "control-plane websocket cannot be opened; using HTTP until it can");
+                        warned = true;
                     }
                     why
                 }
@@ -417,6 +421,10 @@ impl Runner {
         let mut pending: Option<(Outbound, Instant)> = None;
         // Whether this server echoes event ids (then id-less frames are always pushes).
         let mut echoes = false;
+        // A server that answers heartbeats and then falls silent for three intervals is gone
+        // (a half-open TCP connection shows no error until a write times out much later).
+        let mut answers_heartbeats = false;
+        let mut last_seen = Instant::now();
         let why = loop {
             let deadline = pending
                 .as_ref()
@@ -436,10 +444,14 @@ impl Runner {
                                 None => "closed by the server".to_owned(),
                             };
                         }
-                        Some(Ok(_)) => continue,
+                        Some(Ok(_)) => {
+                            last_seen = Instant::now();
+                            continue;
+                        }
                         Some(Err(e)) => break format!("read failed: {e}"),
                         None => break "the connection ended".to_owned(),
                     };
+                    last_seen = Instant::now();
                     let Some(frame) = Frame::read(text.as_str()) else {
                         tracing::debug!(bytes = text.len(), "control-plane frame is not a JSON object; ignored");
                         continue;
@@ -452,7 +464,7 @@ impl Runner {
                                 let _ = outbound.reply.send(Ok(frame.ack));
                             }
                         }
-                        Kind::Liveness => {}
+                        Kind::Liveness => answers_heartbeats = true,
                         Kind::Push => {
                             for task in frame.tasks() {
                                 if self.tasks.send(task).await.is_err() {
@@ -463,6 +475,14 @@ impl Runner {
                     }
                 }
                 _ = heartbeat.tick() => {
+                    if answers_heartbeats && last_seen.elapsed() > self.heartbeat * 3 {
+                        break "the server stopped answering heartbeats".to_owned();
+                    }
+                    // A server that answers in order might answer a heartbeat with an id-less
+                    // common_ack: never let one cross a report's answer.
+                    if pending.is_some() && !echoes {
+                        continue;
+                    }
                     if let Err(e) = sink.send(self.heartbeat_frame()).await {
                         break format!("heartbeat failed: {e}");
                     }
@@ -596,6 +616,170 @@ mod tests {
             "/a/b?x=1&y=2"
         );
         assert_eq!(handshake_target(&Url::parse("ws://h").unwrap()), "/");
+    }
+
+    fn client() -> ControlClient {
+        let cfg = crate::config::ControlConfig {
+            callback_url: Some(Url::parse("http://127.0.0.1:9/cb").unwrap()),
+            upload_url: None,
+            appid: "app".into(),
+            secret_key: None,
+            poll_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            sign_requests: false,
+        };
+        ControlClient::new(&cfg, "m".into()).unwrap()
+    }
+
+    /// `wss://` goes through rustls (a provider must be available in this build): a server
+    /// that is not TLS is an error that sends the link to HTTP, never a panic.
+    #[tokio::test]
+    async fn a_failed_tls_handshake_leaves_the_link_down_and_retrying() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let (tasks, _rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let ext = WebSocketExtension {
+            ws_url: format!("wss://127.0.0.1:{port}/ws"),
+            heartbeat_interval: Duration::from_secs(30),
+        };
+        let link = WsLink::start(
+            client(),
+            &ext,
+            "w".into(),
+            tasks,
+            cancel.clone(),
+            WsPolicy::default(),
+        )
+        .expect("a loopback wss url is accepted");
+        let mut state = link.state();
+        let down = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let LinkState::Down { error, .. } = &*state.borrow_and_update() {
+                    return error.clone();
+                }
+                state.changed().await.expect("the link runs");
+            }
+        })
+        .await
+        .expect("down in time");
+        assert!(down.contains("websocket connect failed"), "{down}");
+        assert!(!link.sender().is_open());
+        let err = link
+            .sender()
+            .request("report_new_msg", "w", Value::Null, "s:1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WsError::NotOpen), "{err}");
+        assert!(!link.is_finished(), "the link keeps retrying");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !link.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("stops when cancelled");
+        server.abort();
+    }
+
+    async fn wait_state(
+        state: &mut watch::Receiver<LinkState>,
+        pred: impl Fn(&LinkState) -> bool,
+    ) -> LinkState {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let now = state.borrow_and_update().clone();
+                if pred(&now) {
+                    return now;
+                }
+                state.changed().await.expect("the link runs");
+            }
+        })
+        .await
+        .expect("the state in time")
+    }
+
+    /// A stock-like server: answers report frames in order with id-less `common_ack`s, ignores
+    /// heartbeats, pushes a `pull_task_ack` after the first report, and drops the first
+    /// connection after it. The link answers reports, hands on the push, and reconnects.
+    #[tokio::test]
+    async fn in_order_answers_pushes_and_reconnects() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut connection = 0;
+            while let Ok((tcp, _)) = listener.accept().await {
+                connection += 1;
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    continue;
+                };
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                    if frame["action"] == "heartbeat" {
+                        continue;
+                    }
+                    let answer = serde_json::json!({"error_code": 0, "ack_type": "common_ack",
+                        "data": {"reply_task_list": [{"task_type": 8, "task_dict": {"n": frame["data"]["n"].clone()}}]}});
+                    ws.send(Message::text(answer.to_string())).await.unwrap();
+                    if connection == 1 {
+                        let push = serde_json::json!({"ack_type": "pull_task_ack",
+                            "data": {"task_id": "t-1", "task_data": {"task_type": 1, "task_dict": {}}}});
+                        ws.send(Message::text(push.to_string())).await.unwrap();
+                        break;
+                    }
+                }
+            }
+        });
+        let (tasks, mut pushed) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let ext = WebSocketExtension {
+            ws_url: format!("ws://127.0.0.1:{port}/ws"),
+            heartbeat_interval: Duration::from_secs(1),
+        };
+        let policy = WsPolicy {
+            reconnect_min: Duration::from_millis(10),
+            reconnect_max: Duration::from_millis(50),
+        };
+        let link = WsLink::start(client(), &ext, "w".into(), tasks, cancel.clone(), policy)
+            .expect("a loopback url");
+        let mut state = link.state();
+        wait_state(&mut state, |s| {
+            matches!(s, LinkState::Open { connection: 1 })
+        })
+        .await;
+        let ack = link
+            .sender()
+            .request("report_new_msg", "w", serde_json::json!({"n": 1}), "s:1")
+            .await
+            .expect("answered in order");
+        assert!(ack.parsed && ack.is_ok());
+        assert_eq!(ack.reply_tasks()[0].value()["task_dict"]["n"], 1);
+        let (id, task) = tokio::time::timeout(Duration::from_secs(20), pushed.recv())
+            .await
+            .expect("the push in time")
+            .expect("a pushed task");
+        assert_eq!(id.as_deref(), Some("t-1"));
+        assert_eq!(task.task_type(), Some(1));
+        wait_state(&mut state, |s| {
+            matches!(s, LinkState::Open { connection: 2 })
+        })
+        .await;
+        let ack = link
+            .sender()
+            .request("report_new_msg", "w", serde_json::json!({"n": 2}), "s:2")
+            .await
+            .expect("answered on the second connection");
+        assert_eq!(ack.reply_tasks()[0].value()["task_dict"]["n"], 2);
+        cancel.cancel();
+        wait_state(&mut state, |s| *s == LinkState::Stopped).await;
+        server.abort();
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! Memory caps (oldest records are dropped first; see the constants in [`store`]):
 //! 100,000 callback requests and at most ~256 MiB of their bodies; 100,000 upload records;
 //! 256 MiB of media bytes; 10,000 QR sessions (latest PNG each); 100,000 task records and
-//! results; 100,000 queued tasks per wxid (queueing more is refused with 429).
+//! results; 100,000 queued tasks per wxid (queueing more is refused with 429); 10,000
+//! WebSocket connection records.
 
 pub mod callback;
 pub mod control;
