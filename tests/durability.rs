@@ -380,6 +380,14 @@ fn full_spool_reports_the_documented_error_and_loses_nothing() {
     for _ in 0..3 {
         ledger.inject(&sim, &id, uin);
     }
+    // A contact change in a refused batch is reported once the batch is taken again.
+    let friend = sim.contacts_op(
+        uin,
+        json!({"op": "add_friend", "nickname": "Late Friend", "sex": 2}),
+    )["user_name"]
+        .as_str()
+        .expect("user_name")
+        .to_owned();
     sup.err.wait_for_nth("a third refused batch", 3, held);
     let spool = cfg.state_dir().join(format!("sessions/{id}/spool"));
     let (bytes, files) = dir_usage(&spool);
@@ -398,6 +406,9 @@ fn full_spool_reports_the_documented_error_and_loses_nothing() {
     ledger.assert_content(&sim, &delivered);
     assert_order(&ledger, &[id.as_str()], &delivered);
     assert_repeats_keep_their_event_id(&ledger, &delivered);
+    sim.wait_request("the new friend's report", "report_new_friend", |r| {
+        r["data"]["fans_wxid"] == friend.as_str()
+    });
     let s = sup.session(&id).expect("listed");
     assert_eq!(s["pid"], pid, "no restart was needed: {s}");
     let (bytes, _) = dir_usage(&spool);

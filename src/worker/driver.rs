@@ -455,7 +455,7 @@ impl Session<'_> {
             };
             match step {
                 SyncStep::Data(data, keys) => {
-                    let fresh = self.apply(data).await;
+                    let (fresh, rollback) = self.apply(data).await;
                     // Move the key past these events only once the owner has them safe
                     // (spooled): a crash before that re-fetches them instead of losing them.
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -466,6 +466,11 @@ impl Session<'_> {
                         // key; it must not be dropped then as already seen.
                         for id in &fresh {
                             self.recent.forget(id);
+                        }
+                        // Likewise the contact changes: with the book as it was, they are
+                        // changes again when the batch comes back, and reported then.
+                        if let Some(book) = rollback {
+                            self.book = Some(book);
                         }
                         tracing::warn!(
                             "events were not confirmed safe; keeping the old sync key and retrying in 5 s"
@@ -630,12 +635,18 @@ impl Session<'_> {
     }
 
     /// Applies one webwxsync: contact changes first (so messages see the newest names), then
-    /// messages, each reported once. Returns the ids of the messages it passed on.
-    async fn apply(&mut self, data: SyncData) -> Vec<String> {
+    /// messages, each reported once. Returns the ids of the messages it passed on and, when the
+    /// batch changed contacts, the book as it was before, to put back if the batch is not
+    /// confirmed safe.
+    async fn apply(&mut self, data: SyncData) -> (Vec<String>, Option<ContactBook>) {
         let mut fresh = Vec::new();
         let Some(mut book) = self.book.take() else {
-            return fresh;
+            return (fresh, None);
         };
+        let changes_contacts = !(data.mod_contacts.is_empty()
+            && data.mod_chatroom_members.is_empty()
+            && data.del_contacts.is_empty());
+        let before = changes_contacts.then(|| book.clone());
         let me = book.self_user().user_name.clone();
         for raw in data
             .mod_contacts
@@ -705,7 +716,7 @@ impl Session<'_> {
             .await;
         }
         self.book = Some(book);
-        fresh
+        (fresh, before)
     }
 
     async fn upsert_and_emit(&self, book: &mut ContactBook, raw: RawContact, me: &str) {
