@@ -28,7 +28,9 @@
 //!   delivery task, which hands it on like an HTTP ack's.
 //! - **Heartbeats.** `{"action":"heartbeat","appid","wxid","data":{}}` right after connecting
 //!   (the server learns which account the socket is for) and then every `heartbeat_interval`.
-//!   Answers (`heartbeat_ack`, or frames whose action is spelt `atcion`) only show liveness.
+//!   Answers (`heartbeat_ack`, or frames whose action is spelt `atcion`) only show liveness: a
+//!   server that has answered heartbeats and then sends nothing for three intervals (at least
+//!   the request timeout) is taken as gone, and the socket is reopened.
 //! - **HTTP whenever the socket is not open.** If the upgrade is refused or the socket cannot
 //!   be opened, or drops, reports and `pull_task` polling go over HTTP at once, and the link
 //!   keeps trying to reopen the socket with jittered backoff (0.5 s doubling to 60 s; reset
@@ -421,10 +423,12 @@ impl Runner {
         let mut pending: Option<(Outbound, Instant)> = None;
         // Whether this server echoes event ids (then id-less frames are always pushes).
         let mut echoes = false;
-        // A server that answers heartbeats and then falls silent for three intervals is gone
+        // A server that answers heartbeats and then falls silent for three intervals (at least
+        // the request timeout) is gone
         // (a half-open TCP connection shows no error until a write times out much later).
         let mut answers_heartbeats = false;
         let mut last_seen = Instant::now();
+        let silence_limit = (self.heartbeat * 3).max(self.control.timeout());
         let why = loop {
             let deadline = pending
                 .as_ref()
@@ -475,7 +479,7 @@ impl Runner {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if answers_heartbeats && last_seen.elapsed() > self.heartbeat * 3 {
+                    if answers_heartbeats && last_seen.elapsed() > silence_limit {
                         break "the server stopped answering heartbeats".to_owned();
                     }
                     // A server that answers in order might answer a heartbeat with an id-less

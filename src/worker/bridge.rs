@@ -2,6 +2,11 @@
 //! QR uploads and QR status, the `login` handshake with its signature check, contacts and
 //! messages as reports, tasks pulled for the account or handed back in acks, and `logout` with
 //! the reason. Tasks run on their own task so a slow send never stalls the event flow.
+//!
+//! Every report after `login`, task results included, goes through the session's spool. When
+//! `login_ack` offers WebSocket mode (A.8) the bridge starts a [`WsLink`] for the account and
+//! routes delivery over it; tasks pushed on the socket join the pulled ones, and `pull_task`
+//! polling pauses while the socket is open (see `crate::control::ws`).
 
 use super::events::{
     Account, AccountOp, MentionStyle, OpResult, OutgoingMedia, WorkerCommand, WorkerEvent,
