@@ -22,6 +22,7 @@ pub async fn callback(
     body: Bytes,
 ) -> Response {
     let time_ms = now_ms();
+    let mono_us = crate::sim::clock::mono_us();
     let (status, answer, delay_ms) = {
         let mut store = state.lock();
         let mode = store.mode.clone();
@@ -32,6 +33,7 @@ pub async fn callback(
         let mut record = RequestRecord {
             index: 0,
             time_ms,
+            mono_us,
             action: String::new(),
             appid: String::new(),
             wxid: String::new(),

@@ -114,6 +114,7 @@ fn store_form(
             content_type: file.content_type.clone(),
             size: file.bytes.len(),
             time_ms,
+            mono_us: crate::sim::clock::mono_us(),
             signature_ok,
         };
         state
@@ -135,6 +136,7 @@ fn store_form(
         content_type: file.content_type.clone(),
         size: file.bytes.len(),
         time_ms,
+        mono_us: crate::sim::clock::mono_us(),
         signature_ok,
     };
     let media = MediaFile {
