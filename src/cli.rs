@@ -1,5 +1,6 @@
 //! Command-line definitions. The names here are a contract other tools depend on (DESIGN §4):
-//! `run`, `--qr_session ID`, `sim`, `demo`, `check-config`, `status`, `--config FILE`.
+//! `run`, `--qr_session ID`, `sim`, `demo`, `check-config`, `status`, `--config FILE`; `bench`
+//! is for people measuring.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub enum Command {
     /// One session as a supervised child process (used by `wxagent run`).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Measure density, latency, throughput and spawn time against a local simulator.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,4 +109,130 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: BenchScenario,
+}
+
+/// What every bench scenario shares: the simulated world and where the results go.
+#[derive(Debug, Args, Clone)]
+pub struct BenchCommon {
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// The simulator's synccheck / login-poll hold time.
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+    pub hold: std::time::Duration,
+    /// The supervisor's `[control] poll_interval` (how often it asks for task 200).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// Friends per simulated account.
+    #[arg(long, default_value_t = 300)]
+    pub friends: usize,
+    /// Groups per simulated account.
+    #[arg(long, default_value_t = 10)]
+    pub groups: usize,
+    /// Members per group (the account plus strangers).
+    #[arg(long, default_value_t = 100)]
+    pub group_size: usize,
+    /// Keep the temporary directory (configs, state, logs) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchScenario {
+    /// N logged-in idle sessions: per-worker RSS/PSS, supervisor RSS/PSS, idle CPU.
+    Density(BenchDensityArgs),
+    /// Steady injection into sessions: inject → report_new_msg latency.
+    Latency(BenchLatencyArgs),
+    /// A burst into 1 session and spread over many: messages per second reported.
+    Throughput(BenchThroughputArgs),
+    /// Task 200 → QR PNG at the control plane; restart → a saved session online.
+    Spawn(BenchSpawnArgs),
+    /// Every scenario in turn (density, latency and throughput share one set of sessions).
+    All(BenchAllArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchDensityArgs {
+    /// Logged-in sessions.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// How long CPU use is measured while every session idles.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle: std::time::Duration,
+    #[command(flatten)]
+    pub common: BenchCommon,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchLatencyArgs {
+    /// Runs as SESSIONS@RATE (messages per second over that many sessions), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1@200,100@200")]
+    pub runs: Vec<String>,
+    /// Messages injected per run.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    #[command(flatten)]
+    pub common: BenchCommon,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchThroughputArgs {
+    /// Session counts to spread each burst over, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,50")]
+    pub sessions: Vec<usize>,
+    /// Messages per burst.
+    #[arg(long, default_value_t = 5_000)]
+    pub messages: usize,
+    #[command(flatten)]
+    pub common: BenchCommon,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchSpawnArgs {
+    /// Task 200s handed out one after another.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Supervisor restarts, each timing the resume of the saved session(s).
+    #[arg(long, default_value_t = 5)]
+    pub restarts: usize,
+    /// Saved sessions resumed at each restart.
+    #[arg(long, default_value_t = 1)]
+    pub resume_sessions: usize,
+    #[command(flatten)]
+    pub common: BenchCommon,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchAllArgs {
+    /// Logged-in sessions for density (latency and throughput use the same ones).
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle: std::time::Duration,
+    /// Latency runs as SESSIONS@RATE.
+    #[arg(long, value_delimiter = ',', default_value = "1@200,100@200")]
+    pub runs: Vec<String>,
+    /// Messages per latency run.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Throughput: session counts per burst.
+    #[arg(long, value_delimiter = ',', default_value = "1,50")]
+    pub burst_sessions: Vec<usize>,
+    /// Throughput: messages per burst.
+    #[arg(long, default_value_t = 5_000)]
+    pub burst: usize,
+    /// Spawn: task 200s handed out.
+    #[arg(long, default_value_t = 100)]
+    pub spawns: usize,
+    /// Spawn: supervisor restarts timing a resume.
+    #[arg(long, default_value_t = 5)]
+    pub restarts: usize,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }

@@ -2,6 +2,8 @@
 //! for a remote orchestrator (the WeHub-compatible "control plane").
 //!
 //! Module map (see `DESIGN.md` §2 in the shared design folder):
+//! - `bench`: `wxagent bench`: density, latency, throughput and spawn scenarios against a
+//!   simulator process on loopback (Unix only: it reads /proc).
 //! - [`backoff`]: capped, jittered exponential backoff for every retry loop.
 //! - [`cli`]: command-line definitions (clap).
 //! - [`config`]: TOML file → raw table → validated [`config::Config`], every error collected.
@@ -21,6 +23,8 @@
 //!   import [`wechat`] types: it writes its wire bodies from the spec (DESIGN §3.1).
 
 pub mod backoff;
+#[cfg(unix)]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -143,6 +143,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", supervisor::admin::render_table(&report));
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(unix)]
+        Some(Command::Bench(args)) => wxagent::bench::run(args, std::env::current_exe()?),
+        #[cfg(not(unix))]
+        Some(Command::Bench(_)) => {
+            anyhow::bail!("wxagent bench reads /proc and runs on Linux only")
+        }
         Some(Command::Demo) => {
             wxagent::demo::run(wxagent::demo::DemoOptions::new(std::env::current_exe()?))
         }

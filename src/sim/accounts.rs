@@ -526,6 +526,10 @@ pub(crate) struct AccountSpec {
     pub group_count: usize,
     #[serde(default)]
     pub group_size: usize,
+    /// Fill the `group_count` groups with strangers (as real groups mostly are) rather than
+    /// with the account's friends.
+    #[serde(default)]
+    pub stranger_members: bool,
     #[serde(default)]
     pub officials: Vec<OfficialSpec>,
     #[serde(default)]
@@ -724,7 +728,7 @@ pub(crate) fn build_account(spec: &AccountSpec) -> Result<AccountInner, String> 
         }];
         let want = spec.group_size.max(3);
         for k in 0..want - 1 {
-            let user_name = if friends.len() >= want - 1 {
+            let user_name = if !spec.stranger_members && friends.len() >= want - 1 {
                 friends[(i + k) % friends.len()].clone()
             } else {
                 book.insert(Contact::person(

@@ -6,6 +6,7 @@
 //!   "remark"?, "sex"?, "alias"?, "province"?, "city"?, "signature"?}], "friend_count"?, "groups"?:
 //!   [{"name", "members"?: [nick], "extra_members"?, "owner"?: "self"|nick, "display_names"?:
 //!   {nick: name}, "self_display_name"?, "saved"?: true}], "group_count"?, "group_size"?,
+//!   "stranger_members"? (the generated groups hold strangers, not friends),
 //!   "officials"?: [{"nickname", "verify_flag"?: 8|24, "signature"?}], "web_forbidden"?,
 //!   "desktop_forbidden"?}` → `{"uin", "nickname", "user_name"}` (409 when the uin exists).
 //!   `GET /accounts` → `{"accounts": [{"uin", "nickname", "user_name"}]}`.
@@ -20,7 +21,11 @@
 //! - `GET /sessions` → `[{"uin", "nickname", "user_name", "alive", "retcode"}]` (retcode 0 alive).
 //! - `POST /sessions/<uin>/inject` (see `inject.rs`) → `{"msg_id", "new_msg_id", "msg_type",
 //!   "from_user_name", "to_user_name", "content"}` plus `"media_id"` for files and `"ticket"`,
-//!   `"user_name"` for friend requests (409 without a live session).
+//!   `"user_name"` for friend requests (409 without a live session), and `"injected_us"`: when
+//!   it was queued, on the process's monotonic clock (`clock.rs`, shared with `/__cp/`).
+//! - `POST /sessions/<uin>/burst` `{"count", "from", "text"?}` → `{"first_us", "last_us",
+//!   "msg_ids"}`: `count` (at most 100,000) texts from `from` queued back to back, for
+//!   throughput measurements; each text is `text` (default "burst") plus its number.
 //! - `POST /sessions/<uin>/contacts` `{"op": "add_friend", "nickname", "sex"?, "remark"?}` |
 //!   `{"op": "remove_friend", "target"}` | `{"op": "rename", "target", "nickname"?, "remark"?}` |
 //!   `{"op": "add_member"|"remove_member", "group", "member"}` | `{"op": "remove_group", "group"}`
@@ -117,6 +122,7 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         .route("/qr/{uuid}/{action}", post(qr_action))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{uin}/inject", post(inject_message))
+        .route("/sessions/{uin}/burst", post(burst))
         .route("/sessions/{uin}/contacts", post(contacts_op))
         .route("/sessions/{uin}/kick", post(kick))
         .route("/sessions/{uin}/rate_limit", post(rate_limit))
@@ -262,12 +268,63 @@ async fn inject_message(
     let spec: InjectSpec = parse(&body)?;
     let a = account(&sim, &uin)?;
     let mut g = lock(&a);
+    // Stamped before the message is queued, so a report can never seem to precede it.
+    let injected_us = super::clock::mono_us();
     match inject::inject(&sim, &mut g, &spec) {
-        Ok(v) => ok(v),
+        Ok(mut v) => {
+            v["injected_us"] = json!(injected_us);
+            ok(v)
+        }
         Err(InjectError::NotFound(m)) => Err(ApiError::not_found(m)),
         Err(InjectError::Bad(m)) if m.contains("no live session") => Err(ApiError::conflict(m)),
         Err(InjectError::Bad(m)) => Err(ApiError::bad(m)),
     }
+}
+
+/// Largest burst one request may queue.
+const MAX_BURST: usize = 100_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BurstBody {
+    count: usize,
+    from: String,
+    text: Option<String>,
+}
+
+/// `POST /__sim/sessions/<uin>/burst`: many texts queued under one lock, so the measurement is of
+/// the client and not of one HTTP request per message.
+async fn burst(State(sim): State<Arc<Sim>>, Path(uin): Path<String>, body: Bytes) -> ApiResult {
+    let body: BurstBody = parse(&body)?;
+    if body.count == 0 || body.count > MAX_BURST {
+        return Err(ApiError::bad(format!(
+            "count must be 1..={MAX_BURST}, got {}",
+            body.count
+        )));
+    }
+    let a = account(&sim, &uin)?;
+    let mut g = lock(&a);
+    let prefix = body.text.as_deref().unwrap_or("burst");
+    let first_us = super::clock::mono_us();
+    let mut msg_ids = Vec::with_capacity(body.count);
+    for n in 1..=body.count {
+        let spec = InjectSpec {
+            kind: "text".into(),
+            from: Some(body.from.clone()),
+            text: Some(format!("{prefix} {n}")),
+            ..InjectSpec::default()
+        };
+        match inject::inject(&sim, &mut g, &spec) {
+            Ok(v) => msg_ids.push(v["msg_id"].clone()),
+            Err(InjectError::NotFound(m)) => return Err(ApiError::not_found(m)),
+            Err(InjectError::Bad(m)) if m.contains("no live session") => {
+                return Err(ApiError::conflict(m));
+            }
+            Err(InjectError::Bad(m)) => return Err(ApiError::bad(m)),
+        }
+    }
+    let last_us = super::clock::mono_us();
+    ok(json!({"first_us": first_us, "last_us": last_us, "msg_ids": msg_ids}))
 }
 
 #[derive(Deserialize, Default)]

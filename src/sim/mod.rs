@@ -8,10 +8,12 @@
 //! verifyuser, chat rooms), `sync` (synccheck, webwxsync), `send` (sends, revoke, logout),
 //! `media` (uploads, downloads), `inject` (message injection), `control` (test-control API),
 //! `faults` (fault injection, stats), `content` (message bodies), `assets` (images and stand-in
-//! media), `http` (request/response plumbing), `ids` (identifier generators).
+//! media), `http` (request/response plumbing), `ids` (identifier generators), `clock` (the monotonic clock `wxagent bench`
+//! measures with).
 
 mod accounts;
 mod assets;
+pub mod clock;
 mod contacts;
 mod content;
 mod control;

@@ -22,6 +22,7 @@ pub async fn callback(
     body: Bytes,
 ) -> Response {
     let time_ms = now_ms();
+    let mono_us = crate::sim::clock::mono_us();
     let (status, answer, delay_ms) = {
         let mut store = state.lock();
         let mode = store.mode.clone();
@@ -34,6 +35,7 @@ pub async fn callback(
             index: 0,
             time_ms,
             transport: Transport::Http,
+            mono_us,
             action: String::new(),
             appid: String::new(),
             wxid: String::new(),

@@ -255,3 +255,81 @@ pub async fn reset(State(state): State<WehubState>) -> Json<Value> {
     state.lock().reset();
     Json(json!({}))
 }
+
+/// `GET /__cp/msg_times?since=N` → `{"msgs": [{"msg_id", "wxid", "us", "index"}], "next"}`: the
+/// message units of every accepted (200, not duplicate) `report_new_msg` from request index
+/// `since` on, each with its arrival on the simulator's monotonic clock. Compact on purpose:
+/// `wxagent bench` reads tens of thousands of them.
+pub async fn msg_times(
+    State(state): State<WehubState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut since = 0u64;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "since" => {
+                since = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("since must be a request index, got {value:?}"))
+                })?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let store = state.lock();
+    let mut msgs = Vec::new();
+    for record in store.requests().filter(|record| {
+        record.index >= since
+            && record.action == "report_new_msg"
+            && record.status == 200
+            && !record.duplicate
+    }) {
+        let units: Vec<&Value> = match record.data.get("msg") {
+            Some(Value::Array(list)) => list.iter().collect(),
+            Some(unit) => vec![unit],
+            None => Vec::new(),
+        };
+        for unit in units {
+            let Some(msg_id) = lenient_string(unit.get("msg_id")) else {
+                continue;
+            };
+            msgs.push(json!({
+                "msg_id": msg_id,
+                "wxid": record.wxid,
+                "us": record.mono_us,
+                "index": record.index,
+            }));
+        }
+    }
+    Ok(Json(
+        json!({"msgs": msgs, "next": store.next_request_index()}),
+    ))
+}
+
+/// `GET /__cp/clock` → `{"mono_us"}`: now on the simulator's monotonic clock.
+pub async fn clock() -> Json<Value> {
+    Json(json!({"mono_us": crate::sim::clock::mono_us()}))
+}
+
+/// `GET /__cp/counts` → `{"counts": {"<action>": {"<wxid>": n}}}`: accepted (200) callback
+/// requests per action and wxid, without their bodies (`wxagent bench` waits on these).
+pub async fn counts(State(state): State<WehubState>) -> Json<Value> {
+    let store = state.lock();
+    let mut counts: Map<String, Value> = Map::new();
+    for record in store.requests().filter(|record| record.status == 200) {
+        let by_wxid = counts
+            .entry(record.action.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(by_wxid) = by_wxid {
+            let n = by_wxid
+                .get(&record.wxid)
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            by_wxid.insert(record.wxid.clone(), json!(n + 1));
+        }
+    }
+    Json(json!({"counts": counts}))
+}

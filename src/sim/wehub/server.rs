@@ -18,7 +18,8 @@ use super::{callback, control, page, upload, ws};
 /// - wire: `POST /wehub/callback`, `POST /wehub/upload`, `GET /wehub/ws` (WebSocket mode);
 /// - test control: `/__cp/tasks`, `/__cp/requests`, `/__cp/task_results`, `/__cp/uploads`,
 ///   `/__cp/uploads/media/<file_index>`, `/__cp/qr_sessions`, `/__cp/qr_sessions/<id>/png`,
-///   `/__cp/accounts`, `/__cp/mode`, `/__cp/reset`, `/__cp/ws`, `/__cp/ws/close`;
+///   `/__cp/accounts`, `/__cp/mode`, `/__cp/reset`, `/__cp/ws`, `/__cp/ws/close`,
+///   `/__cp/msg_times`, `/__cp/clock`, `/__cp/counts` (the last three for `wxagent bench`);
 /// - for people: `GET /cp/`.
 pub fn router(state: WehubState) -> Router {
     Router::new()
@@ -46,6 +47,9 @@ pub fn router(state: WehubState) -> Router {
         .route("/__cp/accounts", get(control::accounts))
         .route("/__cp/mode", get(control::get_mode).post(control::set_mode))
         .route("/__cp/reset", post(control::reset))
+        .route("/__cp/msg_times", get(control::msg_times))
+        .route("/__cp/clock", get(control::clock))
+        .route("/__cp/counts", get(control::counts))
         .route("/cp", get(page::page))
         .route("/cp/", get(page::page))
         .with_state(state)

@@ -55,6 +55,8 @@ pub struct RequestRecord {
     pub index: u64,
     pub time_ms: u64,
     pub transport: Transport,
+    /// Arrival on the simulator's monotonic clock (`crate::sim::clock`), for `wxagent bench`.
+    pub mono_us: u64,
     pub action: String,
     pub appid: String,
     pub wxid: String,
@@ -110,6 +112,8 @@ pub struct TaskRecord {
     pub auto: bool,
     pub queued_ms: u64,
     pub delivered_ms: Option<u64>,
+    /// When a `pull_task_ack` (or `common_ack`) handed it out, on the simulator's monotonic clock.
+    pub delivered_us: Option<u64>,
 }
 
 /// The latest `report_task_result` for a task id.
@@ -194,6 +198,8 @@ pub struct UploadRecord {
     pub content_type: Option<String>,
     pub size: usize,
     pub time_ms: u64,
+    /// Arrival on the simulator's monotonic clock (`crate::sim::clock`), for `wxagent bench`.
+    pub mono_us: u64,
     pub signature_ok: Option<bool>,
 }
 
@@ -384,6 +390,7 @@ impl Store {
                 auto,
                 queued_ms: now,
                 delivered_ms: None,
+                delivered_us: None,
             },
         );
         self.task_order.push_back(task_id.clone());
@@ -429,6 +436,7 @@ impl Store {
     fn mark_delivered(&mut self, task_id: &str) {
         if let Some(record) = self.tasks.get_mut(task_id) {
             record.delivered_ms = Some(now_ms());
+            record.delivered_us = Some(crate::sim::clock::mono_us());
         }
     }
 
@@ -624,6 +632,7 @@ mod tests {
             index: 0,
             time_ms: 0,
             transport: Transport::Http,
+            mono_us: 0,
             action: "report_new_msg".into(),
             appid: String::new(),
             wxid: "w".into(),
@@ -680,6 +689,7 @@ mod tests {
             content_type: None,
             size: 0,
             time_ms: 0,
+            mono_us: 0,
             signature_ok: None,
         };
         store.media_upload("a", file(MAX_MEDIA_BYTES / 2), record());

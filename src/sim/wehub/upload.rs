@@ -120,6 +120,7 @@ fn store_form(
             content_type: file.content_type.clone(),
             size: file.bytes.len(),
             time_ms,
+            mono_us: crate::sim::clock::mono_us(),
             signature_ok,
         };
         state
@@ -141,6 +142,7 @@ fn store_form(
         content_type: file.content_type.clone(),
         size: file.bytes.len(),
         time_ms,
+        mono_us: crate::sim::clock::mono_us(),
         signature_ok,
     };
     let media = MediaFile {

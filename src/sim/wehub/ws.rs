@@ -287,6 +287,7 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
             index: 0,
             time_ms: now_ms(),
             transport: Transport::Websocket,
+            mono_us: crate::sim::clock::mono_us(),
             action: envelope.action.clone(),
             appid: envelope.appid.clone(),
             wxid: envelope.wxid.clone(),

@@ -1,0 +1,120 @@
+//! Throughput: a burst of texts queued at once (one simulator request per session), spread
+//! evenly over sessions; messages per second from the first queued to the last report arrived.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use super::lab::Lab;
+use super::latency::collect;
+use super::stats::{Summary, Table, ms};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputRun {
+    pub sessions: usize,
+    pub messages: usize,
+    pub reported: usize,
+    pub missing: usize,
+    /// How long queueing the burst took in the simulator, ms.
+    pub queue_ms: f64,
+    /// First queued → last report arrived, ms.
+    pub elapsed_ms: f64,
+    pub msgs_per_second: f64,
+    /// Per-message queue → report, ms (shows how long the tail waited).
+    pub latency_ms: Summary,
+}
+
+pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Result<ThroughputRun> {
+    if sessions == 0 || sessions > lab.sessions.len() {
+        bail!(
+            "throughput over {sessions} sessions but {} are logged in",
+            lab.sessions.len()
+        );
+    }
+    if lab.common.friends == 0 {
+        bail!("throughput needs accounts with friends (--friends)");
+    }
+    let (_, mut cursor) = lab.api.msg_times(u64::MAX).await?;
+    let mut tasks: JoinSet<anyhow::Result<(u64, u64, Vec<String>)>> = JoinSet::new();
+    for (k, s) in lab.sessions[..sessions].iter().enumerate() {
+        let count = messages / sessions + usize::from(k < messages % sessions);
+        if count == 0 {
+            continue;
+        }
+        let api = lab.api.clone();
+        let uin = s.uin;
+        tasks.spawn(async move {
+            let v = api
+                .post(
+                    &format!("/__sim/sessions/{uin}/burst"),
+                    &json!({"count": count, "from": "Friend 1", "text": format!("burst {uin}")}),
+                )
+                .await?;
+            let first = v["first_us"].as_u64().context("burst without first_us")?;
+            let last = v["last_us"].as_u64().context("burst without last_us")?;
+            let ids = v["msg_ids"]
+                .as_array()
+                .context("burst without msg_ids")?
+                .iter()
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect();
+            Ok((first, last, ids))
+        });
+    }
+    // Each burst's messages count from its own first queueing (they are queued under one lock,
+    // microseconds apart); the run starts at the earliest.
+    let mut injected: HashMap<String, u64> = HashMap::with_capacity(messages);
+    let (mut start, mut queued_end) = (u64::MAX, 0u64);
+    while let Some(r) = tasks.join_next().await {
+        let (first, last, ids) = r??;
+        start = start.min(first);
+        queued_end = queued_end.max(last);
+        for id in ids {
+            injected.insert(id, first);
+        }
+    }
+    let arrived = collect(&lab.api, &mut cursor, &injected, Duration::from_secs(60)).await?;
+    let end = arrived.values().copied().max().unwrap_or(start);
+    let elapsed_ms = end.saturating_sub(start) as f64 / 1000.0;
+    let latencies: Vec<f64> = arrived
+        .iter()
+        .filter_map(|(id, us)| Some(us.saturating_sub(*injected.get(id)?) as f64 / 1000.0))
+        .collect();
+    Ok(ThroughputRun {
+        sessions,
+        messages: injected.len(),
+        reported: arrived.len(),
+        missing: injected.len() - arrived.len(),
+        queue_ms: queued_end.saturating_sub(start) as f64 / 1000.0,
+        elapsed_ms,
+        msgs_per_second: if elapsed_ms > 0.0 {
+            arrived.len() as f64 / (elapsed_ms / 1000.0)
+        } else {
+            0.0
+        },
+        latency_ms: Summary::of(&latencies),
+    })
+}
+
+impl ThroughputRun {
+    pub fn table(&self, t: &mut Table) {
+        t.row(
+            format!(
+                "throughput: {} msgs into {} session(s)",
+                self.messages, self.sessions
+            ),
+            format!(
+                "{:.0} msg/s ({} reported, {} missing, last after {})",
+                self.msgs_per_second,
+                self.reported,
+                self.missing,
+                ms(self.elapsed_ms)
+            ),
+            "≥ 10,000 msg/s",
+        );
+    }
+}
