@@ -13,6 +13,7 @@
 //! - [`logging`]: tracing set-up.
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
 //! - [`worker`]: one session: lifecycle enums, the driver loop, QR rendering, foreground runner.
+//! - [`service`]: the service managers: systemd notify + watchdog, the Windows service.
 //! - [`shutdown`]: the one shutdown path (signals → root cancellation token).
 //! - [`supervisor`]: `wxagent run`: one worker process per session, owned, restarted and reaped.
 //! - [`sim`]: the simulator of the WeChat web servers with its test-control API. It does not
@@ -25,6 +26,7 @@ pub mod control;
 pub mod demo;
 pub mod exit;
 pub mod logging;
+pub mod service;
 pub mod shutdown;
 pub mod sim;
 pub mod supervisor;

@@ -23,7 +23,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Lines {
-    fn spawn_reader(&self, r: impl std::io::Read + Send + 'static, echo: &'static str) {
+    pub fn spawn_reader(&self, r: impl std::io::Read + Send + 'static, echo: &'static str) {
         let me = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines() {
@@ -213,6 +213,14 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Writes a config file readable by its owner only, as wxagent requires of a file that holds a
+/// secret.
+pub fn write_config(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A config file for a worker against `sim`, plus its state directory, in a temp dir.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
@@ -230,7 +238,7 @@ impl TestConfig {
             base = sim.base,
         );
         // `extra` may add keys to [wechat] (it is appended right after it) or new sections.
-        std::fs::write(&path, text).unwrap();
+        write_config(&path, &text);
         TestConfig { dir, path }
     }
 
@@ -525,7 +533,7 @@ impl TestConfig {
             control = s.control,
             extra = s.extra,
         );
-        std::fs::write(&path, text).unwrap();
+        write_config(&path, &text);
         TestConfig { dir, path }
     }
 }
