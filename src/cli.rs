@@ -48,11 +48,25 @@ pub enum Command {
     CheckConfig,
     /// Print the sessions of the running supervisor.
     Status,
+    /// Manage the Windows service (Windows only; on Linux use packaging/systemd/wxagent.service).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// One session as a supervised child process (used by `wxagent run`).
     #[command(hide = true)]
     Worker(WorkerArgs),
     /// Measure density, latency, throughput and spawn time against a local simulator.
     Bench(BenchArgs),
+}
+
+/// `wxagent service …` (Windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ServiceCommand {
+    /// Register the `wxagent` service (automatic start) to run `service run` with this --config.
+    Install,
+    /// Stop the service (its workers drain) and remove it.
+    Uninstall,
+    /// What the service manager starts: the supervisor, stopped by the service's Stop control.
+    Run,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +122,13 @@ mod tests {
             Some(Command::Sim(a)) => assert_eq!(a.hold, std::time::Duration::from_secs(1)),
             other => panic!("{other:?}"),
         }
+        let cli =
+            Cli::try_parse_from(["wxagent", "service", "install", "--config", "c.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Service(ServiceCommand::Install))
+        ));
+        assert_eq!(cli.global.config, Some(PathBuf::from("c.toml")));
     }
 }
 

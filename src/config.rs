@@ -346,6 +346,17 @@ pub enum ConfigError {
     /// naming the file and the `[section] key`.
     #[error("{}", invalid_message(problems))]
     Invalid { path: String, problems: Vec<String> },
+    /// The file holds a secret but every user on the machine may read it (Unix).
+    #[error(
+        "{} holds a secret ({}) but is readable by every user (mode {mode:04o}); run `chmod 600 {}` (or 640 with the service's group) and start again",
+        path.display(), secrets.join(", "), path.display()
+    )]
+    WorldReadable {
+        path: PathBuf,
+        mode: u32,
+        /// The `[section] key`s that hold secrets (never their values).
+        secrets: Vec<&'static str>,
+    },
 }
 
 fn invalid_message(problems: &[String]) -> String {
@@ -616,7 +627,11 @@ fn load_source(source: ConfigSource) -> Result<Loaded, ConfigError> {
     }
     let path = source.path().to_path_buf();
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text, source),
+        Ok(text) => {
+            let loaded = parse(&text, source)?;
+            check_not_world_readable(&path, &loaded.config)?;
+            Ok(loaded)
+        }
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && matches!(source, ConfigSource::DefaultPath(_)) =>
@@ -629,6 +644,66 @@ fn load_source(source: ConfigSource) -> Result<Loaded, ConfigError> {
         }
         Err(e) => Err(ConfigError::Read { path, source: e }),
     }
+}
+
+/// The `[section] key`s of `config` that hold a secret: the control-plane secret and any
+/// password inside a URL.
+pub fn secret_keys(config: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if config.control.secret_key.is_some() {
+        keys.push("[control] secret_key");
+    }
+    if config
+        .control
+        .callback_url
+        .as_ref()
+        .is_some_and(|u| u.password().is_some())
+    {
+        keys.push("[control] callback_url (password)");
+    }
+    if config
+        .control
+        .upload_url
+        .as_ref()
+        .is_some_and(|u| u.password().is_some())
+    {
+        keys.push("[control] upload_url (password)");
+    }
+    keys
+}
+
+/// Refuses a config file that holds a secret and that every local user may read (DESIGN §3.7:
+/// secrets live only in private files). Other users' read access through the group is the
+/// operator's choice (the .deb installs the file 0640 root:wxagent).
+#[cfg(unix)]
+fn check_not_world_readable(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = secret_keys(config);
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(path)
+        .map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o004 != 0 {
+        return Err(ConfigError::WorldReadable {
+            path: path.to_owned(),
+            mode,
+            secrets,
+        });
+    }
+    Ok(())
+}
+
+/// Windows files carry ACLs, not modes: the installer's directory permissions apply.
+#[cfg(not(unix))]
+fn check_not_world_readable(_path: &Path, _config: &Config) -> Result<(), ConfigError> {
+    Ok(())
 }
 
 /// The text `wxagent check-config` prints, and whether the configuration is usable. Success:
@@ -664,6 +739,7 @@ fn report_for(source: ConfigSource) -> (bool, String) {
             }
             (false, text)
         }
+        Err(e @ ConfigError::WorldReadable { .. }) => (false, format!("{e}\n")),
         Err(e @ ConfigError::Read { .. }) => {
             let cause = std::error::Error::source(&e)
                 .map(|c| format!(": {c}"))
@@ -1249,6 +1325,67 @@ mod tests {
         let mut all = problems(text);
         assert_eq!(all.len(), 1, "expected exactly one problem, got {all:#?}");
         all.remove(0)
+    }
+
+    #[cfg(unix)]
+    fn file_with_mode(text: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wxagent.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, path)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_world_readable_file_with_a_secret_is_refused() {
+        let text = "[control]\nsecret_key = \"hush-7788\"\n";
+        let (_dir, path) = file_with_mode(text, 0o644);
+        let e = Config::from_source(ConfigSource::Flag(path.clone())).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            matches!(&e, ConfigError::WorldReadable { mode: 0o644, secrets, .. } if secrets == &["[control] secret_key"]),
+            "{e:?}"
+        );
+        assert!(shown.contains(&path.display().to_string()), "{shown}");
+        assert!(shown.contains("mode 0644"), "{shown}");
+        assert!(
+            shown.contains(&format!("chmod 600 {}", path.display())),
+            "{shown}"
+        );
+        assert!(!shown.contains("hush-7788"), "{shown}");
+        // check-config says the same and fails.
+        let (ok, report) = report_for(ConfigSource::Flag(path.clone()));
+        assert!(!ok);
+        assert!(report.contains("chmod 600"), "{report}");
+
+        // A password in a URL is a secret too.
+        let text = "[control]\ncallback_url = \"http://u:pw-1@127.0.0.1:9/cb\"\n";
+        let (_dir, path) = file_with_mode(text, 0o604);
+        let e = Config::from_source(ConfigSource::Flag(path)).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::WorldReadable { secrets, .. } if secrets == &["[control] callback_url (password)"]),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("pw-1"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_and_files_without_secrets_are_accepted() {
+        let secret = "[control]\nsecret_key = \"hush\"\n";
+        for mode in [0o600, 0o640, 0o400] {
+            let (_dir, path) = file_with_mode(secret, mode);
+            let c = Config::from_source(ConfigSource::Flag(path)).unwrap();
+            assert!(c.control.secret_key.is_some(), "mode {mode:o}");
+        }
+        let (_dir, path) = file_with_mode("[agent]\nmax_sessions = 3\n", 0o644);
+        let c = Config::from_source(ConfigSource::Flag(path)).unwrap();
+        assert_eq!(c.agent.max_sessions, 3);
+        // An empty secret means "not set".
+        let (_dir, path) = file_with_mode("[control]\nsecret_key = \"\"\n", 0o644);
+        assert!(Config::from_source(ConfigSource::Flag(path)).is_ok());
     }
 
     fn warnings(text: &str) -> Vec<String> {
@@ -2056,6 +2193,10 @@ mod tests {
             "[control]\ncallback_url = \"http://u:pw-123@127.0.0.1:9/cb\"\nsecret_key = \"hush-999\"\n[wechat]\nlongpoll_timeout = \"5s\"\n",
         )
         .unwrap();
+        // It holds secrets: only its owner may read it.
+        #[cfg(unix)]
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let (ok, text) = report_for(ConfigSource::Flag(file.clone()));
         assert!(ok, "{text}");
         assert!(

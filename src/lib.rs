@@ -15,6 +15,7 @@
 //! - [`logging`]: tracing set-up.
 //! - [`wechat`]: the web-protocol client for one account (login, init, contacts, sync, send).
 //! - [`worker`]: one session: lifecycle enums, the driver loop, QR rendering, foreground runner.
+//! - [`service`]: the service managers: systemd notify + watchdog, the Windows service.
 //! - [`shutdown`]: the one shutdown path (signals → root cancellation token).
 //! - [`stats`]: this process's activity counters (a worker's sync, messages, uploads) for the
 //!   supervisor's status and metrics.
@@ -31,6 +32,7 @@ pub mod control;
 pub mod demo;
 pub mod exit;
 pub mod logging;
+pub mod service;
 pub mod shutdown;
 pub mod sim;
 pub mod stats;

@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-use wxagent::cli::{Cli, Command};
+use wxagent::cli::{Cli, Command, ServiceCommand};
 use wxagent::config::Config;
 use wxagent::exit::WorkerExit;
 use wxagent::{config, logging, shutdown, sim, supervisor, worker};
@@ -21,6 +21,8 @@ fn main() -> ExitCode {
     }
     if matches!(cli.command, Some(Command::Worker(_))) {
         logging::init_child(cli.global.verbose);
+    } else if cfg!(windows) && matches!(cli.command, Some(Command::Service(ServiceCommand::Run))) {
+        // A service has no console: it logs to a file once it knows its state directory.
     } else {
         logging::init(cli.global.verbose);
     }
@@ -104,17 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(config) = load_config(config_flag) else {
                 return Ok(WorkerExit::Usage.into());
             };
-            let config_path = match &config.source {
-                config::ConfigSource::Defaults { .. } => None,
-                src => Some(
-                    std::fs::canonicalize(src.path()).unwrap_or_else(|_| src.path().to_owned()),
-                ),
-            };
-            let opts = supervisor::run::SupervisorOptions {
-                config_path,
-                exe: std::env::current_exe()?,
-                grace: std::time::Duration::from_secs(15),
-            };
+            let notifier = std::sync::Arc::new(wxagent::service::ServiceNotifier::from_env());
+            let opts = supervisor::run::SupervisorOptions::for_config(&config, notifier)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -149,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Bench(_)) => {
             anyhow::bail!("wxagent bench reads /proc and runs on Linux only")
         }
+        Some(Command::Service(action)) => service(action, config_flag),
         Some(Command::Demo) => {
             wxagent::demo::run(wxagent::demo::DemoOptions::new(std::env::current_exe()?))
         }
@@ -157,6 +151,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(WorkerExit::Usage.into())
         }
     }
+}
+
+/// `wxagent service install | uninstall | run`.
+#[cfg(windows)]
+fn service(action: ServiceCommand, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    use wxagent::service::windows;
+    match action {
+        ServiceCommand::Install => windows::install(config)?,
+        ServiceCommand::Uninstall => windows::uninstall()?,
+        ServiceCommand::Run => windows::run(config.map(std::path::Path::to_path_buf))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wxagent service …` elsewhere: a usage error that says what to use instead.
+#[cfg(not(windows))]
+fn service(_action: ServiceCommand, _config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "wxagent: error: the Windows service commands exist only on Windows; on Linux use packaging/systemd/wxagent.service"
+    );
+    Ok(WorkerExit::Usage.into())
 }
 
 /// Loads the configuration, logging where it came from; prints every problem and returns None

@@ -40,6 +40,9 @@
 //!   "sync_batch"?, "revoke_window_ms"?}` → the whole configuration.
 //! - `GET /stats` → `{"requests": {route: n}, "faults_injected": {"http500", "drop", "malformed",
 //!   "latency"}, "open_long_polls", "open_login_polls", "sessions_alive", "accounts"}`.
+//! - `GET /credentials` → `{"credentials": [{"kind": "ticket|wxsid|skey|pass_ticket|
+//!   webwx_data_ticket|webwx_auth_ticket|webwxuvid", "value"}]}`: every credential handed to a client so
+//!   far, so a test can check that none of them shows up in a log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +136,7 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
         )
         .route("/config", post(set_config).get(get_config))
         .route("/stats", get(stats))
+        .route("/credentials", get(credentials))
         .fallback(|| async { ApiError::not_found("no such test-control endpoint") })
 }
 
@@ -647,6 +651,15 @@ async fn set_config(State(sim): State<Arc<Sim>>, body: Bytes) -> ApiResult {
 
 async fn get_config(State(sim): State<Arc<Sim>>) -> ApiResult {
     ok(sim.config().to_json())
+}
+
+async fn credentials(State(sim): State<Arc<Sim>>) -> ApiResult {
+    let list: Vec<Value> = sim
+        .issued()
+        .into_iter()
+        .map(|(kind, value)| json!({"kind": kind, "value": value}))
+        .collect();
+    ok(json!({"credentials": list}))
 }
 
 async fn stats(State(sim): State<Arc<Sim>>) -> ApiResult {

@@ -219,6 +219,10 @@ pub(crate) fn new_login_page(sim: &Sim, req: &Req) -> Response {
     let d = domain.as_deref();
     const HALF_DAY: u64 = 12 * 3600;
     const TEN_YEARS: u64 = 10 * 365 * 86_400;
+    let auth_ticket = ids::auth_ticket();
+    let uvid = ids::hex(96);
+    sim.record_issued("webwxuvid", &uvid);
+    sim.record_issued("webwx_auth_ticket", &auth_ticket);
     let cookies = [
         set_cookie("wxuin", &s.uin.to_string(), d, HALF_DAY),
         set_cookie("wxsid", &s.sid, d, HALF_DAY),
@@ -230,8 +234,8 @@ pub(crate) fn new_login_page(sim: &Sim, req: &Req) -> Response {
             data_domain.as_deref(),
             HALF_DAY,
         ),
-        set_cookie("webwxuvid", &ids::hex(96), d, TEN_YEARS),
-        set_cookie("webwx_auth_ticket", &ids::auth_ticket(), d, TEN_YEARS),
+        set_cookie("webwxuvid", &uvid, d, TEN_YEARS),
+        set_cookie("webwx_auth_ticket", &auth_ticket, d, TEN_YEARS),
     ];
     for c in cookies {
         r.headers_mut().append(header::SET_COOKIE, c);

@@ -404,6 +404,9 @@ pub(crate) struct Sim {
     pub faults: RwLock<Faults>,
     pub stats: Stats,
     pub msg_ids: MsgIds,
+    /// Every credential handed to a client (kind, value), for tests that check none leaks
+    /// into logs (`GET /__sim/credentials`).
+    pub issued: Mutex<Vec<(&'static str, String)>>,
     /// Cancelled at shutdown so held long polls answer at once.
     pub shutdown: CancellationToken,
 }
@@ -427,6 +430,7 @@ impl Sim {
             faults: RwLock::new(Faults::default()),
             stats: Stats::default(),
             msg_ids: MsgIds::new(),
+            issued: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
         }
     }
@@ -495,8 +499,24 @@ impl Sim {
         qr
     }
 
+    /// Records a credential value handed to a client.
+    pub(crate) fn record_issued(&self, kind: &'static str, value: &str) {
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((kind, value.to_owned()));
+    }
+
+    pub(crate) fn issued(&self) -> Vec<(&'static str, String)> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn issue_ticket(&self, uin: u64, desktop: bool) -> String {
         let t = ids::login_ticket();
+        self.record_issued("ticket", &t);
         self.tickets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -528,6 +548,10 @@ impl Sim {
             }
             a.logins += 1;
             let s = Arc::new(Session::new(account.uin));
+            self.record_issued("wxsid", &s.sid);
+            self.record_issued("skey", &s.skey);
+            self.record_issued("pass_ticket", &s.pass_ticket);
+            self.record_issued("webwx_data_ticket", &s.data_ticket);
             let recent = a.recent_chats(20);
             let wxids: Vec<String> = recent.iter().map(|c| c.wxid.clone()).collect();
             let names: Vec<String> = recent.iter().map(|c| c.user_name.clone()).collect();

@@ -144,7 +144,8 @@ async fn run_once(
         s.state = "starting".into();
     });
     // Keep stdin open: its EOF is the worker's sign that we are gone.
-    let _stdin = child.stdin.take();
+    #[cfg_attr(unix, allow(unused_mut))]
+    let mut stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let logs = tokio::spawn(
@@ -187,6 +188,9 @@ async fn run_once(
         Some(st) => RunEnd::Exited(Some(st)),
         None => {
             registry.update(&spec.session_id, |s| s.state = "stopping".into());
+            // Windows has no SIGTERM for a console-less child: the stdin EOF is the request.
+            #[cfg(not(unix))]
+            drop(stdin.take());
             match process::stop(&mut child, spec.grace).await? {
                 Stopped::Gracefully(st) => tracing::info!(status = %st, "worker stopped"),
                 Stopped::Killed(st) => {
@@ -197,6 +201,7 @@ async fn run_once(
         }
     };
     let _ = pipe.await;
+    drop(stdin);
     // The worker's stderr closes when it exits; the log task then ends by itself.
     let _ = logs.await;
     Ok(end)

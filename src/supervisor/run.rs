@@ -7,6 +7,7 @@ use super::child::{self, ChildEnd, ChildEvent, ChildSpec};
 use super::registry::Registry;
 use crate::config::Config;
 use crate::control::{ControlClient, Task};
+use crate::service::{ServiceNotifier, sessions_status};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// How long a worker gets between the stop request and the kill. The service units wait
+/// longer than this for the whole supervisor (packaging/systemd: `TimeoutStopSec`).
+pub const WORKER_GRACE: Duration = Duration::from_secs(15);
 
 /// Tunables that are not worth a config key yet.
 #[derive(Debug, Clone)]
@@ -23,6 +28,27 @@ pub struct SupervisorOptions {
     /// The wxagent executable to start workers from.
     pub exe: PathBuf,
     pub grace: Duration,
+    /// Who hears about readiness, liveness and the shutdown (systemd, or nobody).
+    pub notifier: Arc<ServiceNotifier>,
+}
+
+impl SupervisorOptions {
+    /// The options for `config` loaded from its file: workers get the same file (absolute, so
+    /// a working-directory change cannot lose it), this executable and [`WORKER_GRACE`].
+    pub fn for_config(config: &Config, notifier: Arc<ServiceNotifier>) -> std::io::Result<Self> {
+        let config_path = match &config.source {
+            crate::config::ConfigSource::Defaults { .. } => None,
+            src => {
+                Some(std::fs::canonicalize(src.path()).unwrap_or_else(|_| src.path().to_owned()))
+            }
+        };
+        Ok(SupervisorOptions {
+            config_path,
+            exe: std::env::current_exe()?,
+            grace: WORKER_GRACE,
+            notifier,
+        })
+    }
 }
 
 pub async fn run(
@@ -69,6 +95,16 @@ pub async fn run(
         tracing::info!(session = %id, "resuming a saved session");
         sup.start(&id, None, &child_tx).await;
     }
+    // Ready: the admin API answers and the saved sessions' workers are starting.
+    let notifier = sup.opts.notifier.clone();
+    let max = config.agent.max_sessions;
+    let mut shown_status = sessions_status(registry.len(), max);
+    notifier.ready(&shown_status);
+    let mut watchdog = notifier.watchdog_interval().map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let poll_every = config.control.poll_interval;
     let mut ticker = tokio::time::interval(if poll_every.is_zero() {
         Duration::from_secs(3600)
@@ -83,17 +119,41 @@ pub async fn run(
                 ChildEvent::StartSession { qr_session_id, task_id } => sup.start(&qr_session_id, task_id.as_deref(), &child_tx).await,
             },
             Some(done) = sup.children.join_next(), if !sup.children.is_empty() => sup.reaped(done),
+            _ = tick(&mut watchdog) => notifier.alive(),
             () = shutdown.cancelled() => break,
+        }
+        let now = sessions_status(registry.len(), max);
+        if now != shown_status {
+            notifier.status(&now);
+            shown_status = now;
         }
     }
     tracing::info!(sessions = registry.len(), "stopping every worker");
+    notifier.stopping(&format!("stopping {} session(s)", registry.len()));
     sup.root_stop.cancel();
-    while let Some(done) = sup.children.join_next().await {
-        sup.reaped(done);
+    // The drain takes up to the workers' grace; the watchdog keeps hearing from us meanwhile.
+    loop {
+        tokio::select! {
+            done = sup.children.join_next() => match done {
+                Some(done) => sup.reaped(done),
+                None => break,
+            },
+            _ = tick(&mut watchdog) => notifier.alive(),
+        }
     }
     let _ = admin_task.await;
     tracing::info!("all workers reaped; supervisor exiting");
     Ok(())
+}
+
+/// The next watchdog tick, or never when there is no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 struct Supervisor<'a> {

@@ -20,10 +20,14 @@ pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Lines a child wrote, shared with a reader thread.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Lines(
+    Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Set once the reader reached the end of the stream.
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl Lines {
-    fn spawn_reader(&self, r: impl std::io::Read + Send + 'static, echo: &'static str) {
+    pub fn spawn_reader(&self, r: impl std::io::Read + Send + 'static, echo: &'static str) {
         let me = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines() {
@@ -33,6 +37,17 @@ impl Lines {
                 m.lock().unwrap().push(line);
                 cv.notify_all();
             }
+            me.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            me.0.1.notify_all();
+        });
+    }
+
+    /// Waits until the stream ended (the writer exited and every line was read).
+    pub fn wait_closed(&self, what: &str) {
+        wait_until(&format!("the end of {what}"), || {
+            self.1
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
         });
     }
 
@@ -74,6 +89,8 @@ impl Lines {
 pub struct Sim {
     child: Child,
     pub base: String,
+    /// Its log lines (stderr).
+    pub log: Lines,
     http: reqwest::blocking::Client,
 }
 
@@ -83,8 +100,21 @@ impl Sim {
     }
 
     pub fn start_with_hold(hold: &str) -> Sim {
-        let mut child = Command::new(BIN)
-            .args(["sim", "--listen", "127.0.0.1:0", "--hold", hold])
+        Sim::launch(hold, None)
+    }
+
+    /// A simulator logging at `rust_log` (a `RUST_LOG` value).
+    pub fn start_logging(rust_log: &str) -> Sim {
+        Sim::launch("400ms", Some(rust_log))
+    }
+
+    fn launch(hold: &str, rust_log: Option<&str>) -> Sim {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["sim", "--listen", "127.0.0.1:0", "--hold", hold]);
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,7 +134,12 @@ impl Sim {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Sim { child, base, http }
+        Sim {
+            child,
+            base,
+            log: err,
+            http,
+        }
     }
 
     pub fn get(&self, path: &str) -> Value {
@@ -213,6 +248,14 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Writes a config file readable by its owner only, as wxagent requires of a file that holds a
+/// secret.
+pub fn write_config(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A config file for a worker against `sim`, plus its state directory, in a temp dir.
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
@@ -230,7 +273,7 @@ impl TestConfig {
             base = sim.base,
         );
         // `extra` may add keys to [wechat] (it is appended right after it) or new sections.
-        std::fs::write(&path, text).unwrap();
+        write_config(&path, &text);
         TestConfig { dir, path }
     }
 
@@ -249,10 +292,15 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: &Path, session: &str) -> Worker {
+        Worker::start_logging(config, session, "wxagent=debug")
+    }
+
+    /// Starts the worker with `RUST_LOG=<rust_log>`.
+    pub fn start_logging(config: &Path, session: &str, rust_log: &str) -> Worker {
         let mut child = Command::new(BIN)
             .args(["--qr_session", session, "--config"])
             .arg(config)
-            .env("RUST_LOG", "wxagent=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -525,7 +573,7 @@ impl TestConfig {
             control = s.control,
             extra = s.extra,
         );
-        std::fs::write(&path, text).unwrap();
+        write_config(&path, &text);
         TestConfig { dir, path }
     }
 }
@@ -550,10 +598,15 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts the supervisor and waits until its admin API listens.
     pub fn start(config: &Path) -> Supervisor {
+        Supervisor::start_logging(config, "info,wxagent=debug")
+    }
+
+    /// Starts the supervisor with `RUST_LOG=<rust_log>` (its workers inherit it).
+    pub fn start_logging(config: &Path, rust_log: &str) -> Supervisor {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info,wxagent=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
