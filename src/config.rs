@@ -646,12 +646,15 @@ fn load_source(source: ConfigSource) -> Result<Loaded, ConfigError> {
     }
 }
 
-/// The `[section] key`s of `config` that hold a secret: the control-plane secret and any
-/// password inside a URL.
+/// The `[section] key`s of `config` that hold a secret: the control-plane secret, the admin
+/// API's token and any password inside a URL.
 pub fn secret_keys(config: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if config.control.secret_key.is_some() {
         keys.push("[control] secret_key");
+    }
+    if config.agent.admin_token.is_some() {
+        keys.push("[agent] admin_token");
     }
     if config
         .control
@@ -1369,6 +1372,16 @@ mod tests {
             "{e:?}"
         );
         assert!(!e.to_string().contains("pw-1"), "{e}");
+
+        // So is the admin API's token.
+        let text = "[agent]\nadmin_token = \"tok-9911\"\n";
+        let (_dir, path) = file_with_mode(text, 0o644);
+        let e = Config::from_source(ConfigSource::Flag(path)).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::WorldReadable { secrets, .. } if secrets == &["[agent] admin_token"]),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("tok-9911"), "{e}");
     }
 
     #[cfg(unix)]

@@ -223,7 +223,7 @@ fn the_strict_parser_refuses_malformed_lines() {
 fn with_agent_keys(cfg: &TestConfig, lines: &str) {
     let text = std::fs::read_to_string(&cfg.path).expect("config");
     let text = text.replacen("[agent]\n", &format!("[agent]\n{lines}\n"), 1);
-    std::fs::write(&cfg.path, text).expect("config");
+    write_config(&cfg.path, &text);
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -446,7 +446,7 @@ fn a_token_guards_everything_but_healthz() {
     );
     // And says what is wrong when it has none.
     let text = std::fs::read_to_string(&cfg.path).expect("config");
-    std::fs::write(&cfg.path, text.replace(TOKEN, "")).expect("config");
+    write_config(&cfg.path, &text.replace(TOKEN, ""));
     let (ok, _, err) = wxagent_status(&cfg.path);
     assert!(!ok);
     assert!(err.contains("bearer token"), "{err}");
@@ -458,7 +458,7 @@ fn check_config_refuses_a_public_admin_api_without_a_token() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("wxagent.toml");
     let check = |text: &str| {
-        std::fs::write(&path, text).expect("config");
+        write_config(&path, text);
         let out = std::process::Command::new(BIN)
             .args(["check-config", "--config"])
             .arg(&path)

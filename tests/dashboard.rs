@@ -176,15 +176,14 @@ fn dashboard_with_a_token_sends_it_as_a_header() {
     let sim = Sim::start();
     let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
     let text = std::fs::read_to_string(&cfg.path).expect("config");
-    std::fs::write(
+    write_config(
         &cfg.path,
-        text.replacen(
+        &text.replacen(
             "[agent]\n",
             &format!("[agent]\nadmin_token = \"{TOKEN}\"\n"),
             1,
         ),
-    )
-    .expect("config");
+    );
     let sup = Supervisor::start(&cfg.path);
     let id = "dash-t";
     sim.request_qr_session(id);
