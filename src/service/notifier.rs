@@ -87,10 +87,12 @@ impl ServiceNotifier {
         let _ = status;
     }
 
-    /// The watchdog ping.
+    /// The watchdog ping (nothing when no watchdog is on).
     pub fn alive(&self) {
         #[cfg(unix)]
-        self.send(&[super::systemd::NotifyState::Watchdog]);
+        if self.watchdog.is_some() {
+            self.send(&[super::systemd::NotifyState::Watchdog]);
+        }
     }
 
     /// The graceful shutdown began; `status` says what it waits for.
@@ -125,4 +127,68 @@ pub fn sessions_status(sessions: usize, max: usize) -> String {
         "{sessions} session{} of at most {max}",
         if sessions == 1 { "" } else { "s" }
     )
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::service::systemd::Notifier;
+    use std::os::unix::net::UnixDatagram;
+
+    fn pair(dir: &std::path::Path, watchdog: Option<Duration>) -> (UnixDatagram, ServiceNotifier) {
+        let path = dir.join("notify.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let n = ServiceNotifier::systemd(Notifier::new(path.as_os_str()).unwrap(), watchdog);
+        (server, n)
+    }
+
+    fn drain(server: &UnixDatagram) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = server.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    }
+
+    #[test]
+    fn the_lifecycle_reaches_systemd() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, n) = pair(dir.path(), Some(Duration::from_secs(15)));
+        assert_eq!(n.watchdog_interval(), Some(Duration::from_secs(15)));
+        n.ready(&sessions_status(0, 5));
+        n.alive();
+        n.status(&sessions_status(1, 5));
+        n.stopping("stopping 1 session(s)");
+        assert_eq!(
+            drain(&server),
+            [
+                "READY=1\nSTATUS=0 sessions of at most 5\n",
+                "WATCHDOG=1\n",
+                "STATUS=1 session of at most 5\n",
+                "STOPPING=1\nSTATUS=stopping 1 session(s)\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_pings_without_a_watchdog() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, n) = pair(dir.path(), None);
+        n.alive();
+        n.ready("x");
+        assert_eq!(drain(&server), ["READY=1\nSTATUS=x\n"]);
+    }
+
+    #[test]
+    fn a_vanished_systemd_does_not_stop_the_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, n) = pair(dir.path(), Some(Duration::from_secs(1)));
+        drop(server);
+        n.ready("x");
+        n.alive();
+        assert!(n.warned.load(std::sync::atomic::Ordering::Relaxed));
+        ServiceNotifier::disabled().ready("nobody hears this");
+    }
 }

@@ -91,6 +91,8 @@ pub async fn run(
     // A restarted supervisor resumes every saved session (DESIGN §3.3) after stopping any
     // worker a previous run left behind.
     for id in saved_sessions(&config.agent.state_dir) {
+        // Stopping a leftover may take seconds: keep the watchdog fed before READY too.
+        sup.opts.notifier.alive();
         stop_leftover(&config.agent.state_dir, &id).await;
         tracing::info!(session = %id, "resuming a saved session");
         sup.start(&id, None, &child_tx).await;
