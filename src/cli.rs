@@ -147,7 +147,8 @@ pub struct BenchCommon {
     /// The simulator's synccheck / login-poll hold time.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     pub hold: std::time::Duration,
-    /// The supervisor's `[control] poll_interval` (how often it asks for task 200).
+    /// `[control] poll_interval` (how often the supervisor asks for task 200 and each worker for
+    /// its tasks) while logging in and measuring latency, throughput and spawn.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
     /// Friends per simulated account.
@@ -186,6 +187,10 @@ pub struct BenchDensityArgs {
     /// How long CPU use is measured while every session idles.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle: std::time::Duration,
+    /// `[control] poll_interval` while idling (workers poll for tasks at it); the supervisor
+    /// is restarted with it after the logins. Default: the config default.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub idle_poll_interval: std::time::Duration,
     #[command(flatten)]
     pub common: BenchCommon,
 }
@@ -236,6 +241,9 @@ pub struct BenchAllArgs {
     pub sessions: usize,
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle: std::time::Duration,
+    /// `[control] poll_interval` during the idle window (see `bench density`).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub idle_poll_interval: std::time::Duration,
     /// Latency runs as SESSIONS@RATE.
     #[arg(long, value_delimiter = ',', default_value = "1@200,100@200")]
     pub runs: Vec<String>,

@@ -83,15 +83,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Worker(args)) => {
+            worker::memory::tune_allocator();
             let Some(config) = load_config(config_flag) else {
                 return Ok(WorkerExit::Usage.into());
             };
+            // One thread for the session (plus the blocking pool for file I/O): hundreds of
+            // workers share a machine, and a worker's work is waiting.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let outcome = rt.block_on(async move {
                 let root = CancellationToken::new();
                 shutdown::install(root.clone());
+                tokio::spawn(worker::memory::trim_loop());
                 worker::supervised::run(config, args.session, root).await
             });
             let exit = outcome.exit();

@@ -77,6 +77,7 @@ pub struct Lab {
     sim: Child,
     pub api: Api,
     config: PathBuf,
+    max_sessions: usize,
     agent: Option<Child>,
     pub sessions: Vec<Session>,
     next_task: usize,
@@ -133,6 +134,7 @@ impl Lab {
             sim,
             api: Api { http, base },
             config,
+            max_sessions,
             agent: None,
             sessions: Vec::new(),
             next_task: 0,
@@ -311,6 +313,45 @@ impl Lab {
                 .map(|(uin, wxid)| Session { uin, wxid }),
         );
         Ok(())
+    }
+
+    /// Restarts the supervisor with another `[control] poll_interval` (workers poll their own
+    /// tasks at that interval too, so an idle measurement must use the operator's setting, not
+    /// the fast one that hands out set-up logins quickly); waits until every session is back
+    /// online and has sent its login and contact reports again.
+    pub async fn restart_with_poll_interval(&mut self, poll: Duration) -> anyhow::Result<()> {
+        self.stop_agent().await?;
+        self.common.poll_interval = poll;
+        std::fs::write(
+            &self.config,
+            config_text(&self.api.base, &self.dir, &self.common, self.max_sessions),
+        )
+        .context("rewriting the supervisor config")?;
+        let before = self.get("/__cp/counts").await?;
+        self.start_agent().await?;
+        let deadline = Instant::now() + SETUP_LIMIT;
+        loop {
+            let now = self.get("/__cp/counts").await?;
+            let grew = |action: &str, wxid: &str| {
+                now["counts"][action][wxid].as_u64().unwrap_or(0)
+                    > before["counts"][action][wxid].as_u64().unwrap_or(0)
+            };
+            let ready = self
+                .sessions
+                .iter()
+                .filter(|s| grew("login", &s.wxid) && grew("report_contact", &s.wxid))
+                .count();
+            if ready == self.sessions.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{ready} of {} sessions came back after the restart",
+                    self.sessions.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops the supervisor and the simulator; removes the directory unless `--keep`.

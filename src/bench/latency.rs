@@ -63,7 +63,8 @@ pub async fn measure(
     if friends == 0 {
         bail!("latency needs accounts with friends (--friends)");
     }
-    let (_, mut cursor) = lab.api.msg_times(u64::MAX).await?;
+    let mut arrivals = Arrivals::start(&lab.api).await?;
+    let mut last_read = std::time::Instant::now();
     let uins: Vec<u64> = lab.sessions[..sessions].iter().map(|s| s.uin).collect();
     // Injections go out on schedule even when one answer is slow; a cap keeps a stalled
     // simulator from piling up thousands of requests.
@@ -74,6 +75,10 @@ pub async fn measure(
     let started = std::time::Instant::now();
     for i in 0..messages {
         ticker.tick().await;
+        if last_read.elapsed() > Duration::from_secs(1) {
+            arrivals.poll(&lab.api).await?;
+            last_read = std::time::Instant::now();
+        }
         let permit = permits.clone().acquire_owned().await?;
         let api: Api = lab.api.clone();
         let uin = uins[i % uins.len()];
@@ -99,7 +104,9 @@ pub async fn measure(
         injected.insert(id, at);
     }
     let achieved_rate = messages as f64 / started.elapsed().as_secs_f64();
-    let arrived = collect(&lab.api, &mut cursor, &injected, Duration::from_secs(60)).await?;
+    let arrived = arrivals
+        .wait_for(&lab.api, &injected, Duration::from_secs(60))
+        .await?;
     let latencies: Vec<f64> = arrived
         .iter()
         .filter_map(|(id, us)| Some(us.saturating_sub(*injected.get(id)?) as f64 / 1000.0))
@@ -115,32 +122,59 @@ pub async fn measure(
     })
 }
 
-/// Reads report arrivals until every injected id has one or nothing new came for `quiet`.
-pub async fn collect(
-    api: &Api,
-    cursor: &mut u64,
-    injected: &HashMap<String, u64>,
-    quiet: Duration,
-) -> anyhow::Result<HashMap<String, u64>> {
-    let mut arrived: HashMap<String, u64> = HashMap::with_capacity(injected.len());
-    let mut last_progress = std::time::Instant::now();
-    while arrived.len() < injected.len() {
-        let (msgs, next) = api.msg_times(*cursor).await?;
-        *cursor = next;
-        let before = arrived.len();
-        for (id, us) in msgs {
-            if injected.contains_key(&id) {
-                arrived.entry(id).or_insert(us);
-            }
-        }
-        if arrived.len() > before {
-            last_progress = std::time::Instant::now();
-        } else if last_progress.elapsed() > quiet {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// Report arrivals, read as they come. The control plane keeps a bounded ring of callback
+/// records (100,000); 100 workers polling every 100 ms fill it in under two minutes, so a long
+/// run must read while it injects or lose its first records to eviction.
+pub struct Arrivals {
+    cursor: u64,
+    seen: HashMap<String, u64>,
+}
+
+impl Arrivals {
+    /// Starts reading from the next callback request on.
+    pub async fn start(api: &Api) -> anyhow::Result<Arrivals> {
+        let (_, cursor) = api.msg_times(u64::MAX).await?;
+        Ok(Arrivals {
+            cursor,
+            seen: HashMap::new(),
+        })
     }
-    Ok(arrived)
+
+    /// Reads what arrived since the last call; returns how many new message ids.
+    pub async fn poll(&mut self, api: &Api) -> anyhow::Result<usize> {
+        let (msgs, next) = api.msg_times(self.cursor).await?;
+        self.cursor = next;
+        let before = self.seen.len();
+        for (id, us) in msgs {
+            self.seen.entry(id).or_insert(us);
+        }
+        Ok(self.seen.len() - before)
+    }
+
+    /// Reads until every injected id has arrived or nothing new came for `quiet`; returns the
+    /// arrival of each injected id that came.
+    pub async fn wait_for(
+        &mut self,
+        api: &Api,
+        injected: &HashMap<String, u64>,
+        quiet: Duration,
+    ) -> anyhow::Result<HashMap<String, u64>> {
+        let mut last_progress = std::time::Instant::now();
+        loop {
+            if self.poll(api).await? > 0 {
+                last_progress = std::time::Instant::now();
+            }
+            let done = injected.keys().all(|id| self.seen.contains_key(id));
+            if done || last_progress.elapsed() > quiet {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(injected
+            .keys()
+            .filter_map(|id| Some((id.clone(), *self.seen.get(id)?)))
+            .collect())
+    }
 }
 
 impl LatencyRun {

@@ -172,11 +172,27 @@ async fn with_lab<T>(
     Ok(out)
 }
 
-async fn density_on(lab: &Lab, idle: Duration) -> anyhow::Result<DensityResult> {
-    // Let the last logins' reports and first long polls settle before the window opens.
+/// Density with the supervisor restarted at the idle poll interval; the lab is left with the
+/// fast one again (for whatever is measured next).
+async fn density_on(
+    lab: &mut Lab,
+    idle: Duration,
+    idle_poll: Duration,
+) -> anyhow::Result<DensityResult> {
+    let fast = lab.common.poll_interval;
+    say(format_args!(
+        "restarting the supervisor with poll_interval {}",
+        humantime::format_duration(idle_poll)
+    ));
+    lab.restart_with_poll_interval(idle_poll).await?;
+    // Let the last reports and first long polls settle before the window opens.
     tokio::time::sleep(Duration::from_secs(2)).await;
     say(format_args!("idle window of {:.0} s", idle.as_secs_f64()));
-    density::measure(lab, idle).await
+    let result = density::measure(lab, idle).await?;
+    if fast != idle_poll {
+        lab.restart_with_poll_interval(fast).await?;
+    }
+    Ok(result)
 }
 
 async fn latency_on(
@@ -240,8 +256,12 @@ async fn drive(scenario: BenchScenario, exe: &Path) -> anyhow::Result<(Report, O
         BenchScenario::Density(a) => {
             let mut r = report("density", &a.common);
             let lab = lab_with(exe, &a.common, a.sessions, 0).await?;
-            r.density =
-                Some(with_lab(lab, async |lab: &mut Lab| density_on(lab, a.idle).await).await?);
+            r.density = Some(
+                with_lab(lab, async |lab: &mut Lab| {
+                    density_on(lab, a.idle, a.idle_poll_interval).await
+                })
+                .await?,
+            );
             Ok((r, a.common.json))
         }
         BenchScenario::Latency(a) => {
@@ -291,7 +311,7 @@ async fn drive(scenario: BenchScenario, exe: &Path) -> anyhow::Result<(Report, O
                 .unwrap_or(1);
             let lab = lab_with(exe, &a.common, n, 0).await?;
             let (d, l, t) = with_lab(lab, async |lab: &mut Lab| {
-                let d = density_on(lab, a.idle).await?;
+                let d = density_on(lab, a.idle, a.idle_poll_interval).await?;
                 let l = latency_on(lab, &runs, a.messages).await?;
                 let t = throughput_on(lab, &a.burst_sessions, a.burst).await?;
                 Ok((d, l, t))

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::lab::Lab;
-use super::latency::collect;
+use super::latency::Arrivals;
 use super::stats::{Summary, Table, ms};
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +38,7 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
     if lab.common.friends == 0 {
         bail!("throughput needs accounts with friends (--friends)");
     }
-    let (_, mut cursor) = lab.api.msg_times(u64::MAX).await?;
+    let mut arrivals = Arrivals::start(&lab.api).await?;
     let mut tasks: JoinSet<anyhow::Result<(u64, u64, Vec<String>)>> = JoinSet::new();
     for (k, s) in lab.sessions[..sessions].iter().enumerate() {
         let count = messages / sessions + usize::from(k < messages % sessions);
@@ -77,7 +77,9 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
             injected.insert(id, first);
         }
     }
-    let arrived = collect(&lab.api, &mut cursor, &injected, Duration::from_secs(60)).await?;
+    let arrived = arrivals
+        .wait_for(&lab.api, &injected, Duration::from_secs(60))
+        .await?;
     let end = arrived.values().copied().max().unwrap_or(start);
     let elapsed_ms = end.saturating_sub(start) as f64 / 1000.0;
     let latencies: Vec<f64> = arrived

@@ -91,7 +91,6 @@ pub struct Bridge {
     refused: bool,
     /// QR codes shown so far (for `qr_count`).
     qr_count: u32,
-    book: Option<Arc<ContactBook>>,
     updates: Vec<ContactUpdateEntry>,
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
     tasks_rx: Option<mpsc::Receiver<(Option<String>, RawTask)>>,
@@ -119,7 +118,6 @@ impl Bridge {
             logged_in: None,
             refused: false,
             qr_count: 0,
-            book: None,
             updates: Vec::new(),
             tasks,
             tasks_rx: Some(tasks_rx),
@@ -428,7 +426,8 @@ impl Bridge {
                     .await;
                 }
             }
-            WorkerEvent::ContactsReloaded(book) => self.book = Some(book),
+            // The driver keeps the book; a second copy here would double a worker's memory.
+            WorkerEvent::ContactsReloaded(_) => {}
             WorkerEvent::Ended(outcome) => return self.ended(outcome).await,
         }
         None
@@ -541,7 +540,6 @@ impl Bridge {
                 stop_tasks.clone(),
             ));
         }
-        self.book = Some(contacts);
         self.logged_in = Some(LoggedIn {
             account,
             stop_tasks,

@@ -333,7 +333,9 @@ impl Fetched {
 /// Fetches task URLs under the `[media]` rules. Cheap to share (`Arc`) or clone.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// Built on the first fetch: a client with its TLS roots costs ~150 KiB, and most workers
+    /// never fetch a URL.
+    client: Arc<std::sync::OnceLock<reqwest::Client>>,
     allow_private: bool,
     max_bytes: u64,
     timeout: Duration,
@@ -341,21 +343,30 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(config: &MediaConfig) -> Result<Fetcher, FetchError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: config.allow_private_urls,
-            }))
-            .user_agent(concat!("wxagent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| FetchError::Client { source })?;
         Ok(Fetcher {
-            client,
+            client: Arc::new(std::sync::OnceLock::new()),
             allow_private: config.allow_private_urls,
             max_bytes: config.max_download_bytes,
             timeout: config.fetch_timeout,
         })
+    }
+
+    /// The HTTP client, built on first use.
+    fn client(&self) -> Result<&reqwest::Client, FetchError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: self.allow_private,
+            }))
+            .user_agent(concat!("wxagent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| FetchError::Client { source })?;
+        // A concurrent first fetch may have won the race; either client is as good.
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// Fetches `url` (GET), following up to [`MAX_REDIRECTS`] redirects, within the
@@ -380,7 +391,7 @@ impl Fetcher {
             self.check(&url)?;
             tracing::debug!(url = %shown(&url), "fetching task URL");
             let response = self
-                .client
+                .client()?
                 .get(url.clone())
                 .send()
                 .await

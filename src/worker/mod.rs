@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod foreground;
 pub mod ipc;
 pub mod media;
+pub mod memory;
 pub mod ops;
 pub mod pacing;
 pub mod persist;
