@@ -48,6 +48,10 @@ pub struct DeliveryPolicy {
     pub ack_queue: usize,
 }
 
+/// Deferred acks written at the latest after this many deliveries in one run (a run's acks
+/// are otherwise written once, when the spool is empty).
+const MAX_UNSYNCED_ACKS: u64 = 1024;
+
 impl Default for DeliveryPolicy {
     /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks.
     fn default() -> Self {
@@ -139,17 +143,31 @@ impl DeliveryHandle {
             tokio::pin!(progressed);
             progressed.as_mut().enable();
             if lock(&self.shared.spool).is_empty() {
+                self.sync_acks().await;
                 return true;
             }
             tokio::select! {
                 _ = progressed => {}
-                _ = tokio::time::sleep_until(deadline) => return lock(&self.shared.spool).is_empty(),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.sync_acks().await;
+                    return lock(&self.shared.spool).is_empty();
+                }
             }
         }
     }
 
     pub fn stats(&self) -> DeliveryStats {
         lock(&self.shared.stats).clone()
+    }
+
+    /// Writes the acks of delivered reports to the spool now (they are otherwise written when
+    /// a delivery run ends), so a stop right after a drain sends nothing twice.
+    async fn sync_acks(&self) {
+        let spool = self.shared.spool.clone();
+        let synced = tokio::task::spawn_blocking(move || lock(&spool).sync_acks()).await;
+        if let Ok(Err(e)) = synced {
+            tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool; they may be sent again after a restart");
+        }
     }
 
     /// Sends reports over this WebSocket link whenever it is open (`None`: HTTP only). Takes
@@ -197,6 +215,14 @@ struct Delivery {
 
 impl Delivery {
     async fn run(self) {
+        self.deliver().await;
+        // Acks not yet on disk would only mean repeats after a restart; written while we can.
+        if let Some(Err(e)) = self.with_spool(Spool::sync_acks).await {
+            tracing::warn!(error = %chain(&e), "cannot record the last deliveries in the spool; they will be sent again");
+        }
+    }
+
+    async fn deliver(&self) {
         let mut fast = Backoff::new(self.policy.min_delay, self.policy.max_delay);
         let mut slow = Backoff::new(self.policy.slow_min_delay, self.policy.slow_max_delay);
         loop {
@@ -204,12 +230,14 @@ impl Delivery {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let Some(front) = self.with_spool(|s| s.front()).await else {
+            let Some(front) = self.with_spool_quick(|s| s.front()).await else {
                 return;
             };
             let entry = match front {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
+                    // A run of deliveries is over: its acks go to disk with one sync.
+                    self.sync_acks().await;
                     self.shared.progress.notify_waiters();
                     tokio::select! {
                         biased;
@@ -253,18 +281,23 @@ impl Delivery {
             };
             let id = event_id.clone();
             let shared = self.shared.clone();
-            let acked = self.with_spool(move |s| {
-                s.ack(&id)?;
+            let acked = self.with_spool_quick(move |s| {
+                s.ack_deferred(&id)?;
                 // Counted under the spool lock, so whoever sees the spool empty (`drained`)
                 // also sees the count.
                 let mut stats = lock(&shared.stats);
                 stats.delivered += 1;
                 stats.consecutive_failures = 0;
-                Ok(())
+                Ok(s.unsynced_acks())
             });
             match acked.await {
                 None => return,
-                Some(Ok(())) => {}
+                Some(Ok(unsynced)) => {
+                    // Bounds the repeats a crash in a long run can cause.
+                    if unsynced >= MAX_UNSYNCED_ACKS {
+                        self.sync_acks().await;
+                    }
+                }
                 Some(Err(e)) => {
                     // The control plane has it; sending it again gives a duplicate it dedupes
                     // by event id, which is better than losing track of the spool.
@@ -300,6 +333,14 @@ impl Delivery {
                 // A closed channel only means nobody runs reply tasks any more.
                 _ = self.acks.send(ack) => {}
             }
+        }
+    }
+
+    /// Writes the deferred acks (one sync). A failure is only logged: the acks stay in memory
+    /// and go out with the next write, and at worst a restart sends those reports again.
+    async fn sync_acks(&self) {
+        if let Some(Err(e)) = self.with_spool(Spool::sync_acks).await {
+            tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool yet; retrying with the next write");
         }
     }
 
@@ -385,5 +426,27 @@ impl Delivery {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => None,
         }
+    }
+
+    /// [`with_spool`](Self::with_spool) for an operation that does no sync (a read of a
+    /// recent record, an in-memory ack): run in place when the lock is free, which saves two
+    /// thread hand-overs per report; on the blocking pool when an appender holds the lock
+    /// (it may be waiting for a sync, which must not stall this thread).
+    async fn with_spool_quick<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Option<Result<T, SpoolError>> {
+        let op = {
+            let guard = match self.shared.spool.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            match guard {
+                Some(mut g) => return Some(op(&mut g)),
+                None => op,
+            }
+        };
+        self.with_spool(op).await
     }
 }

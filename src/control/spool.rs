@@ -277,6 +277,10 @@ pub struct Spool {
     full_rejections: u64,
     /// Set after a full rejection, cleared by the next append: logs "full" once per episode.
     full_logged: bool,
+    /// The newest entry acknowledged by [`ack_deferred`](Self::ack_deferred) whose ack record
+    /// is not yet on disk, and how many such acks there are.
+    unsynced_ack: Option<u64>,
+    unsynced_acks: u64,
     broken: bool,
     recovery: Recovery,
 }
@@ -460,6 +464,8 @@ impl Spool {
             acked_total: 0,
             full_rejections: 0,
             full_logged: false,
+            unsynced_ack: None,
+            unsynced_acks: 0,
             broken: false,
             recovery,
         };
@@ -572,6 +578,16 @@ impl Spool {
 
     /// Marks the oldest pending report as delivered, durably. `event_id` must be that report's.
     pub fn ack(&mut self, event_id: &str) -> Result<(), SpoolError> {
+        self.ack_deferred(event_id)?;
+        self.sync_acks()
+    }
+
+    /// Marks the oldest pending report as delivered in memory only; its ack record is written
+    /// by the next [`sync_acks`](Self::sync_acks) or append (whichever comes first, in the same
+    /// write and sync). Losing it in a crash only sends the report again, which the control
+    /// plane dedupes by event id (at-least-once), so a delivery run needs one sync, not one per
+    /// report. `event_id` must be the oldest pending report's.
+    pub fn ack_deferred(&mut self, event_id: &str) -> Result<(), SpoolError> {
         let front = self.front_slot().map(|(_, _, seq)| seq);
         self.check_usable()?;
         let Some(seq) = front.filter(|&seq| self.event_id(seq) == event_id) else {
@@ -580,9 +596,6 @@ impl Spool {
                 front: front.map(|seq| self.event_id(seq)),
             });
         };
-        let mut buf = Vec::with_capacity(RECORD_HEADER);
-        encode_record(&mut buf, KIND_ACK, seq, &[]);
-        self.write_synced(&buf)?;
         let segment = self
             .segments
             .iter_mut()
@@ -593,6 +606,26 @@ impl Spool {
         self.pending -= 1;
         self.pending_bytes -= u64::from(slot.len);
         self.acked_total += 1;
+        self.unsynced_ack = Some(seq);
+        self.unsynced_acks += 1;
+        Ok(())
+    }
+
+    /// Acks made by [`ack_deferred`](Self::ack_deferred) and not yet on disk.
+    pub fn unsynced_acks(&self) -> u64 {
+        self.unsynced_acks
+    }
+
+    /// Writes the acks made by [`ack_deferred`](Self::ack_deferred) as one ack record and syncs
+    /// it; then drops segments nothing pending is left in.
+    pub fn sync_acks(&mut self) -> Result<(), SpoolError> {
+        if let Some(seq) = self.unsynced_ack {
+            let mut buf = Vec::with_capacity(RECORD_HEADER);
+            encode_record(&mut buf, KIND_ACK, seq, &[]);
+            self.write_synced(&buf)?;
+            self.unsynced_ack = None;
+            self.unsynced_acks = 0;
+        }
         self.compact();
         self.rotate_if_idle();
         Ok(())
@@ -691,7 +724,17 @@ impl Spool {
                 Err(e) => return Err(e),
             }
         }
-        let start = self.active_len;
+        // Deferred acks ride along in the same write and sync.
+        let mut buf = buf;
+        let mut acked = 0;
+        if let Some(seq) = self.unsynced_ack {
+            let mut ack = Vec::with_capacity(RECORD_HEADER + buf.len());
+            encode_record(&mut ack, KIND_ACK, seq, &[]);
+            acked = ack.len() as u64;
+            ack.extend_from_slice(&buf);
+            buf = ack;
+        }
+        let start = self.active_len + acked;
         if start + total > SEGMENT_HARD_LIMIT {
             return Err(SpoolError::TooLarge {
                 size: total,
@@ -699,6 +742,10 @@ impl Spool {
             });
         }
         self.write_synced(&buf)?;
+        if acked > 0 {
+            self.unsynced_ack = None;
+            self.unsynced_acks = 0;
+        }
         let segment = self
             .segments
             .back_mut()
@@ -1352,6 +1399,38 @@ mod tests {
             (stats.pending, stats.appended_total, stats.acked_total),
             (0, 2, 2)
         );
+    }
+
+    #[test]
+    fn deferred_acks_are_written_by_sync_or_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut spool = open(dir.path());
+            fill(&mut spool, 3);
+            spool.ack_deferred("s1:1").unwrap();
+            spool.ack_deferred("s1:2").unwrap();
+            assert!(matches!(
+                spool.ack_deferred("s1:1"),
+                Err(SpoolError::NotFront { .. })
+            ));
+            assert_eq!((spool.len(), spool.unsynced_acks()), (1, 2));
+            assert_eq!(spool.front().unwrap().unwrap().event_id, "s1:3");
+        }
+        // Never written: both come back (sent again, deduped by event id).
+        {
+            let mut spool = open(dir.path());
+            assert_eq!(pending_ids(&spool), ["s1:1", "s1:2", "s1:3"]);
+            spool.ack_deferred("s1:1").unwrap();
+            spool.sync_acks().unwrap();
+            assert_eq!(spool.unsynced_acks(), 0);
+            spool.ack_deferred("s1:2").unwrap();
+            // The append carries the deferred ack in its own write.
+            spool.append("report_new_msg", "1001", &data(4)).unwrap();
+            assert_eq!(spool.unsynced_acks(), 0);
+        }
+        let spool = open(dir.path());
+        assert_eq!(pending_ids(&spool), ["s1:3", "s1:4"]);
+        assert_eq!(spool.recovery().torn_bytes, 0);
     }
 
     #[test]

@@ -95,7 +95,27 @@ pub struct Bridge {
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
     tasks_rx: Option<mpsc::Receiver<(Option<String>, RawTask)>>,
     cancel: CancellationToken,
+    /// Message reports not yet spooled: a run of message events is appended with one write and
+    /// one sync (group commit) once no event is waiting, or before anything else is handled.
+    batch: Vec<Queued>,
 }
+
+/// A message report waiting for the next group commit.
+struct Queued {
+    action: String,
+    wxid: String,
+    data: serde_json::Value,
+    /// The message it reports, in `held` until it is known to be spooled.
+    msg_id: Option<String>,
+}
+
+fn queued<R: Report>(r: &R) -> (&'static str, serde_json::Value) {
+    (R::ACTION, r.to_data())
+}
+
+/// Message reports gathered before a group commit is forced (bounds memory and the time the
+/// first of them waits).
+const MAX_BATCH: usize = 256;
 
 impl Bridge {
     pub fn new(
@@ -122,6 +142,7 @@ impl Bridge {
             tasks,
             tasks_rx: Some(tasks_rx),
             cancel,
+            batch: Vec::new(),
         }
     }
 
@@ -150,8 +171,15 @@ impl Bridge {
                     if let Some(flags) = self.event(ev).await {
                         end.exit_flags = Some(flags);
                     }
+                    // Messages queued while more events wait are committed together.
+                    if events.is_empty() || self.batch.len() >= MAX_BATCH {
+                        self.commit_batch().await;
+                    }
                 }
-                _ = flush.tick() => self.flush_updates().await,
+                _ = flush.tick() => {
+                    self.commit_batch().await;
+                    self.flush_updates().await;
+                }
                 Some(ack) = acks.recv() => {
                     // Reply tasks of delivered reports run without a result (spec A.5).
                     for t in ack.reply_tasks() {
@@ -160,11 +188,75 @@ impl Bridge {
                 }
             }
         }
+        self.commit_batch().await;
         if self.logged_in.is_some() {
             self.stop_session_tasks();
         }
         self.logged_in = None;
         end
+    }
+
+    /// Appends the queued message reports to the spool with one write and one sync. When the
+    /// spool cannot take them all, as many as fit go in one by one (so a batch larger than the
+    /// spool still gets through in parts); the rest count as not spooled, like a refused report.
+    async fn commit_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let spool = self.outbox.spool.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
+            let items: Vec<(String, String, serde_json::Value)> = batch
+                .iter()
+                .map(|q| (q.action.clone(), q.wxid.clone(), q.data.clone()))
+                .collect();
+            let mut done = 0;
+            let mut error = match g.append_batch(&items) {
+                Ok(_) => {
+                    done = items.len();
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            if error.is_some() && items.len() > 1 {
+                error = None;
+                for (action, wxid, data) in &items {
+                    if let Err(e) = g.append(action, wxid, data) {
+                        error = Some(e);
+                        break;
+                    }
+                    done += 1;
+                }
+            }
+            (batch, done, error.map(|e| e.to_string()))
+        })
+        .await;
+        let (batch, done, error) = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "spool task failed");
+                self.unspooled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                // Which were appended is unknown; the batch comes again and duplicates are
+                // better than a gap.
+                return;
+            }
+        };
+        if done > 0 {
+            self.outbox.wake.notify_one();
+        }
+        if let Some(e) = error {
+            let unspooled = &batch[done..];
+            tracing::error!(action = %unspooled[0].action, reports = unspooled.len(), error = %e, "reports not spooled");
+            self.unspooled
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            for q in unspooled {
+                if let Some(id) = &q.msg_id {
+                    self.held.remove(id);
+                }
+            }
+        }
     }
 
     /// Stops the executor, the poller and the WebSocket link; reports go back to HTTP (what is
@@ -223,6 +315,11 @@ impl Bridge {
 
     /// Handles one event; returns the exit flags of a `logout` when it sent one.
     async fn event(&mut self, ev: WorkerEvent) -> Option<ExitFlags> {
+        if !matches!(ev, WorkerEvent::Message { .. }) {
+            // Whatever this event does comes after the messages before it (and a barrier
+            // must see them spooled).
+            self.commit_batch().await;
+        }
         let added = matches!(ev, WorkerEvent::ContactAdded(_));
         if self.refused && !matches!(ev, WorkerEvent::Ended(_) | WorkerEvent::Barrier(_)) {
             return None;
@@ -306,15 +403,22 @@ impl Bridge {
                     user_name: &l.account.user_name,
                 };
                 let wxid = l.account.wxid.clone();
-                if let Some(req) = reports::friend_request(&message) {
-                    self.report(&wxid, &req).await;
-                } else if let Some(unit) = reports::msg_unit(&message, &ids) {
-                    self.report(&wxid, &NewMsg { msg: unit }).await;
+                let report = if let Some(req) = reports::friend_request(&message) {
+                    Some(queued(&req))
+                } else {
+                    reports::msg_unit(&message, &ids).map(|unit| queued(&NewMsg { msg: unit }))
+                };
+                let msg_id = (!message.msg_id.is_empty()).then(|| message.msg_id.clone());
+                if let Some(id) = &msg_id {
+                    self.held.insert(id.clone());
                 }
-                if !message.msg_id.is_empty()
-                    && !self.unspooled.load(std::sync::atomic::Ordering::SeqCst)
-                {
-                    self.held.insert(message.msg_id.clone());
+                if let Some((action, data)) = report {
+                    self.batch.push(Queued {
+                        action: action.to_owned(),
+                        wxid,
+                        data,
+                        msg_id,
+                    });
                 }
             }
             WorkerEvent::ContactAdded(c) | WorkerEvent::ContactChanged(c) => {

@@ -334,8 +334,35 @@ impl Session<'_> {
     /// Saves the session (credentials, cookies, keys) for a resume. Failures are logged: the
     /// session goes on, it just could not be resumed after a crash.
     fn save(&self) {
-        let Some(book) = &self.book else { return };
-        let saved = persist::SavedSession {
+        if let Some(saved) = self.saved() {
+            Self::write_saved(&self.dir, &saved);
+        }
+    }
+
+    /// [`save`](Self::save) on the blocking pool: its syncs then do not hold up the other tasks
+    /// of this runtime (the report just spooled is being posted meanwhile). Awaited, so saves
+    /// stay in order.
+    async fn save_off_thread(&self) {
+        let Some(saved) = self.saved() else { return };
+        let dir = self.dir.clone();
+        let span = tracing::Span::current();
+        let done =
+            tokio::task::spawn_blocking(move || span.in_scope(|| Self::write_saved(&dir, &saved)))
+                .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "could not save the session");
+        }
+    }
+
+    fn write_saved(dir: &std::path::Path, saved: &persist::SavedSession) {
+        if let Err(e) = persist::save(dir, saved) {
+            tracing::error!(error = %e, "could not save the session");
+        }
+    }
+
+    fn saved(&self) -> Option<persist::SavedSession> {
+        let book = self.book.as_ref()?;
+        Some(persist::SavedSession {
             version: persist::FORMAT_VERSION,
             session_id: self.spec.session_id.clone(),
             saved_at_ms: std::time::SystemTime::now()
@@ -345,10 +372,7 @@ impl Session<'_> {
             wxid: self.client.uin(),
             nickname: book.self_user().nick_name.clone(),
             web: self.client.session(),
-        };
-        if let Err(e) = persist::save(&self.dir, &saved) {
-            tracing::error!(error = %e, "could not save the session");
-        }
+        })
     }
 
     /// Keeps the saved session only when the account may still be logged in (a drain or a
@@ -482,7 +506,7 @@ impl Session<'_> {
                         continue;
                     }
                     self.client.commit_sync_keys(keys);
-                    self.save();
+                    self.save_off_thread().await;
                 }
                 SyncStep::Reinit(init) => {
                     if let Some(mut book) = self.book.take() {
