@@ -151,6 +151,12 @@ pub struct BenchCommon {
     /// its tasks) while logging in and measuring latency, throughput and spawn.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
+    /// `[control] poll_interval` while latency and throughput are measured: each worker polls
+    /// `pull_task` at it, so the fast set-up interval would add its own load (100 workers at
+    /// 100 ms make 1,000 requests/s). The supervisor is restarted with it after the logins.
+    /// Default: the config default.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub traffic_poll_interval: std::time::Duration,
     /// Friends per simulated account.
     #[arg(long, default_value_t = 300)]
     pub friends: usize,

@@ -23,6 +23,7 @@ pub struct Report {
     pub scenario: String,
     pub hold_ms: u64,
     pub poll_interval_ms: u64,
+    pub traffic_poll_interval_ms: u64,
     pub friends: usize,
     pub groups: usize,
     pub group_size: usize,
@@ -129,6 +130,7 @@ fn report(scenario: &str, c: &BenchCommon) -> Report {
         scenario: scenario.to_owned(),
         hold_ms: c.hold.as_millis() as u64,
         poll_interval_ms: c.poll_interval.as_millis() as u64,
+        traffic_poll_interval_ms: c.traffic_poll_interval.as_millis() as u64,
         friends: c.friends,
         groups: c.groups,
         group_size: c.group_size,
@@ -172,14 +174,13 @@ async fn with_lab<T>(
     Ok(out)
 }
 
-/// Density with the supervisor restarted at the idle poll interval; the lab is left with the
-/// fast one again (for whatever is measured next).
+/// Density with the supervisor restarted at the idle poll interval (the lab stays on it; what
+/// is measured next restarts it if it needs another).
 async fn density_on(
     lab: &mut Lab,
     idle: Duration,
     idle_poll: Duration,
 ) -> anyhow::Result<DensityResult> {
-    let fast = lab.common.poll_interval;
     say(format_args!(
         "restarting the supervisor with poll_interval {}",
         humantime::format_duration(idle_poll)
@@ -188,18 +189,29 @@ async fn density_on(
     // Let the last reports and first long polls settle before the window opens.
     tokio::time::sleep(Duration::from_secs(2)).await;
     say(format_args!("idle window of {:.0} s", idle.as_secs_f64()));
-    let result = density::measure(lab, idle).await?;
-    if fast != idle_poll {
-        lab.restart_with_poll_interval(fast).await?;
+    density::measure(lab, idle).await
+}
+
+/// Puts the supervisor on the traffic poll interval (`--traffic-poll-interval`) unless it
+/// already is.
+async fn traffic_poll(lab: &mut Lab) -> anyhow::Result<()> {
+    let poll = lab.common.traffic_poll_interval;
+    if lab.common.poll_interval != poll {
+        say(format_args!(
+            "restarting the supervisor with poll_interval {}",
+            humantime::format_duration(poll)
+        ));
+        lab.restart_with_poll_interval(poll).await?;
     }
-    Ok(result)
+    Ok(())
 }
 
 async fn latency_on(
-    lab: &Lab,
+    lab: &mut Lab,
     runs: &[(usize, f64)],
     messages: usize,
 ) -> anyhow::Result<Vec<LatencyRun>> {
+    traffic_poll(lab).await?;
     let mut out = Vec::new();
     for &(sessions, rate) in runs {
         say(format_args!(
@@ -211,10 +223,11 @@ async fn latency_on(
 }
 
 async fn throughput_on(
-    lab: &Lab,
+    lab: &mut Lab,
     sessions: &[usize],
     messages: usize,
 ) -> anyhow::Result<Vec<ThroughputRun>> {
+    traffic_poll(lab).await?;
     let mut out = Vec::new();
     for &n in sessions {
         say(format_args!(
