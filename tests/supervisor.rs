@@ -899,3 +899,28 @@ fn status_command_lists_the_session() {
     assert!(!code.success(), "no supervisor any more");
     assert!(err.contains("no supervisor answering"), "{err}");
 }
+
+#[test]
+fn queued_login_tasks_are_taken_without_waiting_an_interval_each() {
+    // With an hour between polls, only an immediate re-poll after each task can start all three.
+    let sim = Sim::start();
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let text = std::fs::read_to_string(&cfg.path).expect("config");
+    assert!(text.contains("poll_interval = \"200ms\""), "{text}");
+    write_config(
+        &cfg.path,
+        &text.replace("poll_interval = \"200ms\"", "poll_interval = \"1h\""),
+    );
+    let tasks: Vec<String> = ["q-1", "q-2", "q-3"]
+        .iter()
+        .map(|id| sim.queue_qr_task(id))
+        .collect();
+    let sup = Supervisor::start(&cfg.path);
+    for task in &tasks {
+        let result = sim.wait_task_result(task);
+        assert_eq!(result["task_result"], 1, "task 200 accepted: {result}");
+    }
+    for id in ["q-1", "q-2", "q-3"] {
+        sup.wait_session(&format!("{id} listed"), id, |_| true);
+    }
+}

@@ -116,7 +116,13 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick(), if !poll_every.is_zero() => sup.poll(&child_tx).await,
+            _ = ticker.tick(), if !poll_every.is_zero() => {
+                // A task may have others queued behind it: ask again at once rather than one
+                // task per interval (50 queued logins would otherwise take 50 intervals).
+                if sup.poll(&child_tx).await {
+                    ticker.reset_immediately();
+                }
+            }
             Some(ev) = child_rx.recv() => match ev {
                 ChildEvent::StartSession { qr_session_id, task_id } => sup.start(&qr_session_id, task_id.as_deref(), &child_tx).await,
             },
@@ -169,7 +175,8 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
-    async fn poll(&mut self, child_tx: &mpsc::Sender<ChildEvent>) {
+    /// One agent `pull_task`; true when it brought a task.
+    async fn poll(&mut self, child_tx: &mpsc::Sender<ChildEvent>) -> bool {
         let data = serde_json::json!({
             "machine_id": self.config.agent.machine_id,
             "role": "agent",
@@ -177,25 +184,40 @@ impl Supervisor<'_> {
             "capacity": self.config.agent.max_sessions,
         });
         match self.control.pull_task("", data).await {
-            Ok(None) => {}
-            Ok(Some((task_id, raw))) => match raw.parse() {
-                Ok(Task::StartQrSession { qr_session_id }) => {
-                    self.start(&qr_session_id, Some(&task_id), child_tx).await
-                }
-                Ok(other) => {
-                    let reason = format!(
-                        "the agent itself only runs task 200; got {}",
-                        other.describe()
-                    );
-                    tracing::warn!(task_id, "{reason}");
-                    self.result(&task_id, false, &reason).await;
-                }
-                Err(e) => {
-                    tracing::warn!(task_id, error = %e, "unusable agent task");
-                    self.result(&task_id, false, &e.to_string()).await;
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "agent pull_task failed"),
+            Ok(None) => false,
+            Ok(Some((task_id, raw))) => {
+                self.run_agent_task(&task_id, raw, child_tx).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "agent pull_task failed");
+                false
+            }
+        }
+    }
+
+    async fn run_agent_task(
+        &mut self,
+        task_id: &str,
+        raw: crate::control::RawTask,
+        child_tx: &mpsc::Sender<ChildEvent>,
+    ) {
+        match raw.parse() {
+            Ok(Task::StartQrSession { qr_session_id }) => {
+                self.start(&qr_session_id, Some(task_id), child_tx).await
+            }
+            Ok(other) => {
+                let reason = format!(
+                    "the agent itself only runs task 200; got {}",
+                    other.describe()
+                );
+                tracing::warn!(task_id, "{reason}");
+                self.result(task_id, false, &reason).await;
+            }
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "unusable agent task");
+                self.result(task_id, false, &e.to_string()).await;
+            }
         }
     }
 

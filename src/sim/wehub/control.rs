@@ -315,21 +315,9 @@ pub async fn clock() -> Json<Value> {
 }
 
 /// `GET /__cp/counts` → `{"counts": {"<action>": {"<wxid>": n}}}`: accepted (200) callback
-/// requests per action and wxid, without their bodies (`wxagent bench` waits on these).
+/// requests per action and wxid since the last reset, including those the bounded request
+/// ledger has already dropped (`wxagent bench` waits on these).
 pub async fn counts(State(state): State<WehubState>) -> Json<Value> {
     let store = state.lock();
-    let mut counts: Map<String, Value> = Map::new();
-    for record in store.requests().filter(|record| record.status == 200) {
-        let by_wxid = counts
-            .entry(record.action.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(by_wxid) = by_wxid {
-            let n = by_wxid
-                .get(&record.wxid)
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            by_wxid.insert(record.wxid.clone(), json!(n + 1));
-        }
-    }
-    Json(json!({"counts": counts}))
+    Json(json!({"counts": store.counts()}))
 }

@@ -290,6 +290,9 @@ pub struct Store {
     seen_messages: SeenKeys,
     /// WebSocket connections (spec A.8); kept across a reset, like open sockets are.
     pub ws: super::ws::Registry,
+    /// Accepted (200) requests per action and wxid since the last reset, kept apart from the
+    /// bounded request ring so that polling traffic cannot push a login out of the count.
+    counts: HashMap<String, HashMap<String, u64>>,
 }
 
 impl Store {
@@ -314,6 +317,14 @@ impl Store {
     pub fn record_request(&mut self, mut record: RequestRecord) -> u64 {
         record.index = self.next_index;
         self.next_index += 1;
+        if record.status == 200 {
+            *self
+                .counts
+                .entry(record.action.clone())
+                .or_default()
+                .entry(record.wxid.clone())
+                .or_default() += 1;
+        }
         self.request_bytes += record.body_len;
         self.requests.push_back(record);
         while self.requests.len() > MAX_REQUESTS
@@ -324,6 +335,11 @@ impl Store {
             }
         }
         self.next_index - 1
+    }
+
+    /// Accepted requests per action and wxid since the last reset (not bounded by the ring).
+    pub fn counts(&self) -> &HashMap<String, HashMap<String, u64>> {
+        &self.counts
     }
 
     /// The index the next request will get.
@@ -656,6 +672,11 @@ mod tests {
             store.record_request(request(1));
         }
         assert_eq!(store.requests().count(), MAX_REQUESTS);
+        assert_eq!(
+            store.counts()["report_new_msg"]["w"],
+            (MAX_REQUESTS + 5) as u64,
+            "counts outlive the ring"
+        );
         assert_eq!(store.requests().next().map(|r| r.index), Some(5));
         assert_eq!(store.next_request_index(), (MAX_REQUESTS + 5) as u64);
     }
