@@ -34,14 +34,26 @@ const STACK_MARGIN: usize = 16 << 10;
 /// main thread's stack pages that the login's deep futures touched once (the trim runs on the
 /// worker's only runtime thread, the main thread, from a shallow frame).
 pub async fn trim_loop() {
-    let mut pause = Duration::from_secs(5);
+    // A login (or resume) takes from a few hundred milliseconds to tens of seconds on a busy
+    // machine, and its garbage should go soon after it ends whenever that is: check often in
+    // the first minute (a check that finds little free is a `mallinfo2` call), then back off.
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_secs(10);
     loop {
-        tokio::time::sleep(pause).await;
-        trim_if_worth_it();
-        release_unused_stack();
-        pause = (pause * 3).min(Duration::from_secs(300));
+        let early = start.elapsed() < EARLY;
+        tokio::time::sleep(if early { EARLY_PAUSE } else { pause }).await;
+        if trim_if_worth_it() >= TRIM_WORTH || !early {
+            release_unused_stack();
+        }
+        if !early {
+            pause = (pause * 3).min(Duration::from_secs(300));
+        }
     }
 }
+
+/// How long after start the trim loop checks every [`EARLY_PAUSE`].
+const EARLY: Duration = Duration::from_secs(60);
+const EARLY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Drops the pages of the main thread's stack below the current frame (less a margin): a
 /// stack never shrinks by itself, so the ~100 KiB one login touches would stay resident for the
