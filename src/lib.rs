@@ -20,6 +20,8 @@
 //! - [`stats`]: this process's activity counters (a worker's sync, messages, uploads) for the
 //!   supervisor's status and metrics.
 //! - [`supervisor`]: `wxagent run`: one worker process per session, owned, restarted and reaped.
+//! - [`tls`]: the one TLS client configuration (native root certificates) a process's HTTP
+//!   clients share.
 //! - [`sim`]: the simulator of the WeChat web servers with its test-control API. It does not
 //!   import [`wechat`] types: it writes its wire bodies from the spec (DESIGN §3.1).
 
@@ -37,5 +39,6 @@ pub mod shutdown;
 pub mod sim;
 pub mod stats;
 pub mod supervisor;
+pub mod tls;
 pub mod wechat;
 pub mod worker;

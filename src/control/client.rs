@@ -82,6 +82,7 @@ impl ControlClient {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wxagent/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
             .build()
             .map_err(|source| ControlError::Client { source })?;
         Ok(ControlClient {

@@ -97,6 +97,8 @@ impl WebClient {
             .user_agent(user_agent)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
+            // A clone shares the process's one root store (src/tls.rs).
+            .use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
             .build()
             .map_err(|e| WechatError::Transport {
                 endpoint: "client",

@@ -6,11 +6,9 @@
 //! `EncryChatRoomId`, numbers sometimes arrive as strings), so the raw views default every field
 //! and the book merges updates instead of replacing entries blindly.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::wechat::parse::{decode_entities, lenient, replace_emoji_spans, replace_line_breaks};
+use crate::wechat::parse::{decode_entities, lenient, replace_emoji_spans};
 
 /// Plain-name special accounts (spec §6.1). They never start with `@`.
 pub const SPECIAL_USERS: &[&str] = &[
@@ -214,30 +212,30 @@ pub fn unescape_name(s: &str) -> String {
     decode_entities(&replace_emoji_spans(s)).into_owned()
 }
 
-/// Like [`unescape_name`], also turning `<br/>` into newlines (signatures are multi-line).
-fn unescape_multiline(s: &str) -> String {
-    decode_entities(&replace_line_breaks(&replace_emoji_spans(s))).into_owned()
+/// [`unescape_name`] into an exact-size box: a worker holds thousands of these for its whole
+/// life, so no spare capacity.
+fn name_box(s: &str) -> Box<str> {
+    unescape_name(s).into_boxed_str()
 }
 
-/// One member of a group, names unescaped.
+/// One member of a group, names unescaped. Only what reports and name resolution read is kept
+/// (a worker holds one per member of every group).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupMember {
-    pub user_name: String,
-    pub nick_name: String,
+    pub user_name: Box<str>,
+    pub nick_name: Box<str>,
     /// The member's nickname in this group ("" when not set).
-    pub display_name: String,
+    pub display_name: Box<str>,
     pub uin: i64,
-    pub attr_status: i64,
 }
 
 impl GroupMember {
     pub fn from_raw(raw: RawMember) -> GroupMember {
         GroupMember {
-            nick_name: unescape_name(&raw.nick_name),
-            display_name: unescape_name(&raw.display_name),
-            user_name: raw.user_name,
+            nick_name: name_box(&raw.nick_name),
+            display_name: name_box(&raw.display_name),
+            user_name: raw.user_name.into_boxed_str(),
             uin: raw.uin,
-            attr_status: raw.attr_status,
         }
     }
 
@@ -250,45 +248,115 @@ impl GroupMember {
     }
 }
 
+/// Path of a person's avatar (spec §6: `HeadImgUrl`), rebuilt from the seq and UserName.
+const ICON_PATH: &str = "/cgi-bin/mmwebwx-bin/webwxgeticon";
+/// Path of a group's avatar.
+const GROUP_ICON_PATH: &str = "/cgi-bin/mmwebwx-bin/webwxgetheadimg";
+
+/// A contact's avatar reference, without the session's `skey` (a secret, DESIGN §3.7, and the
+/// only part that changes between sessions). The usual `<path>?seq=N&username=<UserName>` form is
+/// kept as its seq alone and rebuilt on demand: the UserName is already in the contact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadImg {
+    #[default]
+    None,
+    /// `webwxgeticon?seq=N&username=<UserName>`.
+    Icon(u64),
+    /// `webwxgetheadimg?seq=N&username=<UserName>`.
+    GroupIcon(u64),
+    /// Any other reference, as sent minus the `skey`.
+    Other(Box<str>),
+}
+
+impl HeadImg {
+    /// Compacts a server `HeadImgUrl` of the contact `user_name`.
+    pub fn from_url(url: &str, user_name: &str) -> HeadImg {
+        let url = strip_skey(url);
+        if url.is_empty() {
+            return HeadImg::None;
+        }
+        let compact = url.split_once("?seq=").and_then(|(path, rest)| {
+            let (seq, name) = rest.split_once("&username=")?;
+            let seq: u64 = seq.parse().ok()?;
+            let h = match path {
+                ICON_PATH => HeadImg::Icon(seq),
+                GROUP_ICON_PATH => HeadImg::GroupIcon(seq),
+                _ => return None,
+            };
+            // Only when rebuilding gives back exactly these bytes (no leading zeros, no other
+            // parameters, the contact's own name).
+            (name == user_name && h.url(user_name) == url).then_some(h)
+        });
+        compact.unwrap_or_else(|| HeadImg::Other(url.into_boxed_str()))
+    }
+
+    /// The reference as the server gave it, minus the `skey` ("" when unknown).
+    pub fn url(&self, user_name: &str) -> String {
+        match self {
+            HeadImg::None => String::new(),
+            HeadImg::Icon(seq) => format!("{ICON_PATH}?seq={seq}&username={user_name}"),
+            HeadImg::GroupIcon(seq) => format!("{GROUP_ICON_PATH}?seq={seq}&username={user_name}"),
+            HeadImg::Other(s) => s.to_string(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == HeadImg::None
+    }
+}
+
+/// A URL without its `skey` parameter (any case), the rest in order.
+pub fn strip_skey(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.to_ascii_lowercase().starts_with("skey="))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
 /// A contact as the agent sees it: names unescaped, kind classified, group members attached.
+/// Only fields the agent reads are kept, as exact-size boxes: a worker holds one per contact for
+/// its whole life, hundreds of workers per machine. (Signature, flags, pinyin and KeyWord are
+/// read during classification and then dropped.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
-    pub user_name: String,
-    pub nick_name: String,
-    pub remark_name: String,
-    pub alias: String,
-    pub signature: String,
-    pub province: String,
-    pub city: String,
-    pub sex: i64,
-    pub verify_flag: i64,
-    pub contact_flag: i64,
-    pub head_img_url: String,
+    pub user_name: Box<str>,
+    pub nick_name: Box<str>,
+    pub remark_name: Box<str>,
+    pub alias: Box<str>,
+    pub province: Box<str>,
+    pub city: Box<str>,
+    pub head_img: HeadImg,
     pub uin: i64,
-    pub kind: ContactKind,
     /// The server's count; `members` may be shorter until the group is fetched in full.
     pub member_count: i64,
-    pub members: Vec<GroupMember>,
+    pub members: Box<[GroupMember]>,
     /// Group owner's UserName ("" when unknown).
-    pub owner_user_name: String,
-    pub encry_chat_room_id: String,
-    pub key_word: String,
+    pub owner_user_name: Box<str>,
+    pub encry_chat_room_id: Box<str>,
+    pub sex: i64,
+    pub kind: ContactKind,
 }
 
 impl Contact {
     pub fn from_raw(raw: RawContact, self_user_name: &str) -> Contact {
         let kind = classify(&raw, self_user_name);
         Contact {
-            nick_name: unescape_name(&raw.nick_name),
-            remark_name: unescape_name(&raw.remark_name),
-            alias: raw.alias,
-            signature: unescape_multiline(&raw.signature),
-            province: unescape_name(&raw.province),
-            city: unescape_name(&raw.city),
+            nick_name: name_box(&raw.nick_name),
+            remark_name: name_box(&raw.remark_name),
+            alias: raw.alias.into_boxed_str(),
+            province: name_box(&raw.province),
+            city: name_box(&raw.city),
+            head_img: HeadImg::from_url(&raw.head_img_url, &raw.user_name),
             sex: raw.sex,
-            verify_flag: raw.verify_flag,
-            contact_flag: raw.contact_flag,
-            head_img_url: raw.head_img_url,
             uin: raw.uin,
             kind,
             member_count: raw.member_count,
@@ -298,11 +366,15 @@ impl Contact {
                 .filter(|m| !m.user_name.is_empty())
                 .map(GroupMember::from_raw)
                 .collect(),
-            owner_user_name: raw.chat_room_owner,
-            encry_chat_room_id: raw.encry_chat_room_id,
-            key_word: raw.key_word,
-            user_name: raw.user_name,
+            owner_user_name: raw.chat_room_owner.into_boxed_str(),
+            encry_chat_room_id: raw.encry_chat_room_id.into_boxed_str(),
+            user_name: raw.user_name.into_boxed_str(),
         }
+    }
+
+    /// The avatar reference without the `skey` ("" when unknown).
+    pub fn head_img_url(&self) -> String {
+        self.head_img.url(&self.user_name)
     }
 
     /// Remark name, else nickname, else UserName.
@@ -318,7 +390,7 @@ impl Contact {
     }
 
     pub fn member(&self, user_name: &str) -> Option<&GroupMember> {
-        self.members.iter().find(|m| m.user_name == user_name)
+        self.members.iter().find(|m| &*m.user_name == user_name)
     }
 
     /// Fields some endpoints leave out (ModContactList has no Uin or EncryChatRoomId,
@@ -335,9 +407,11 @@ impl Contact {
         if self.uin == 0 {
             self.uin = old.uin;
         }
+        if self.head_img.is_none() {
+            self.head_img.clone_from(&old.head_img);
+        }
         for (new, old) in [
             (&mut self.encry_chat_room_id, &old.encry_chat_room_id),
-            (&mut self.head_img_url, &old.head_img_url),
             (&mut self.owner_user_name, &old.owner_user_name),
         ] {
             if new.is_empty() {
@@ -359,10 +433,14 @@ pub enum Upsert {
 
 /// Everything the account knows about its contacts. The self user is held apart but answers
 /// [`get`](Self::get) like any other contact. Iteration is in UserName order.
+///
+/// The contacts are one vector sorted by UserName (binary search; the name is not stored a
+/// second time as a map key), grown by small steps rather than doubling, so a long-lived worker
+/// carries little slack.
 #[derive(Debug, Clone)]
 pub struct ContactBook {
     self_user: Contact,
-    contacts: BTreeMap<String, Contact>,
+    contacts: Vec<Contact>,
 }
 
 impl ContactBook {
@@ -370,7 +448,7 @@ impl ContactBook {
         self_user.kind = ContactKind::SelfUser;
         Self {
             self_user,
-            contacts: BTreeMap::new(),
+            contacts: Vec::new(),
         }
     }
 
@@ -380,6 +458,11 @@ impl ContactBook {
 
     pub fn self_user_name(&self) -> &str {
         &self.self_user.user_name
+    }
+
+    fn position(&self, user_name: &str) -> Result<usize, usize> {
+        self.contacts
+            .binary_search_by(|c| (*c.user_name).cmp(user_name))
     }
 
     /// Adds or updates a contact, keeping known fields the update does not carry (see
@@ -397,12 +480,18 @@ impl ContactBook {
             self.self_user = c;
             return Upsert::Changed;
         }
-        match self.contacts.get_mut(&c.user_name) {
-            None => {
-                self.contacts.insert(c.user_name.clone(), c);
+        match self.position(&c.user_name) {
+            Err(at) => {
+                if self.contacts.len() == self.contacts.capacity() {
+                    // An eighth more, not double: the book is mostly built at login and then
+                    // changes by one contact at a time.
+                    self.contacts.reserve_exact(self.contacts.len() / 8 + 4);
+                }
+                self.contacts.insert(at, c);
                 Upsert::Added
             }
-            Some(old) => {
+            Ok(at) => {
+                let old = &mut self.contacts[at];
                 c.merge_missing_from(old);
                 if *old == c {
                     Upsert::Unchanged
@@ -414,16 +503,54 @@ impl ContactBook {
         }
     }
 
+    /// [`upsert`](Self::upsert) for a whole contact list (webwxgetcontact, webwxinit): sorts the
+    /// new entries in at once instead of shifting the vector for each one, and trims the slack.
+    pub fn upsert_all(&mut self, list: impl IntoIterator<Item = Contact>) {
+        let mut added = Vec::new();
+        for c in list {
+            if c.user_name.is_empty() {
+                continue;
+            }
+            if c.user_name != self.self_user.user_name && self.position(&c.user_name).is_err() {
+                added.push(c);
+            } else {
+                self.upsert(c);
+            }
+        }
+        // A list may name a contact twice; the later entry is merged over the earlier one.
+        added.sort_by(|a, b| a.user_name.cmp(&b.user_name));
+        self.contacts.reserve_exact(added.len());
+        let mut merged: Vec<Contact> = Vec::with_capacity(self.contacts.len() + added.len());
+        let mut old = std::mem::take(&mut self.contacts).into_iter().peekable();
+        for c in added {
+            while let Some(o) = old.next_if(|o| o.user_name < c.user_name) {
+                merged.push(o);
+            }
+            match merged.last_mut() {
+                Some(last) if last.user_name == c.user_name => {
+                    let mut c = c;
+                    c.merge_missing_from(last);
+                    *last = c;
+                }
+                _ => merged.push(c),
+            }
+        }
+        merged.extend(old);
+        merged.shrink_to_fit();
+        self.contacts = merged;
+    }
+
     /// Removes a contact (DelContactList). The self user cannot be removed.
     pub fn remove(&mut self, user_name: &str) -> Option<Contact> {
-        self.contacts.remove(user_name)
+        let at = self.position(user_name).ok()?;
+        Some(self.contacts.remove(at))
     }
 
     pub fn get(&self, user_name: &str) -> Option<&Contact> {
-        if user_name == self.self_user.user_name {
+        if user_name == &*self.self_user.user_name {
             return Some(&self.self_user);
         }
-        self.contacts.get(user_name)
+        self.position(user_name).ok().map(|at| &self.contacts[at])
     }
 
     pub fn contains(&self, user_name: &str) -> bool {
@@ -431,7 +558,7 @@ impl ContactBook {
     }
 
     fn all(&self) -> impl Iterator<Item = &Contact> {
-        std::iter::once(&self.self_user).chain(self.contacts.values())
+        std::iter::once(&self.self_user).chain(self.contacts.iter())
     }
 
     /// Contacts (self included) whose remark name, nickname or alias equals `name`.
@@ -440,12 +567,12 @@ impl ContactBook {
             return Vec::new();
         }
         self.all()
-            .filter(|c| c.remark_name == name || c.nick_name == name || c.alias == name)
+            .filter(|c| &*c.remark_name == name || &*c.nick_name == name || &*c.alias == name)
             .collect()
     }
 
     fn of_kind(&self, kind: ContactKind) -> impl Iterator<Item = &Contact> {
-        self.contacts.values().filter(move |c| c.kind == kind)
+        self.contacts.iter().filter(move |c| c.kind == kind)
     }
 
     pub fn friends(&self) -> impl Iterator<Item = &Contact> {
@@ -469,7 +596,7 @@ impl ContactBook {
     }
 
     pub fn group_member(&self, room: &str, user: &str) -> Option<&GroupMember> {
-        self.contacts.get(room)?.member(user)
+        self.get(room)?.member(user)
     }
 
     /// Groups whose member list is empty or shorter than their MemberCount: candidates for
@@ -480,7 +607,7 @@ impl ContactBook {
                 g.members.is_empty()
                     || i64::try_from(g.members.len()).unwrap_or(i64::MAX) < g.member_count
             })
-            .map(|g| g.user_name.clone())
+            .map(|g| g.user_name.to_string())
             .collect()
     }
 
@@ -501,7 +628,7 @@ impl ContactBook {
         }
         if let Some(m) = self.group_member(room, user) {
             let n = m.name();
-            if n != m.user_name {
+            if n != &*m.user_name {
                 return n;
             }
         }
@@ -559,11 +686,10 @@ mod tests {
         assert_eq!(r.attr_status, 33656933);
         let c = Contact::from_raw(r, SELF);
         assert_eq!(c.kind, ContactKind::Friend);
-        assert_eq!(c.nick_name, "Bob & Co");
-        assert_eq!(c.signature, "line1\nline2");
+        assert_eq!(&*c.nick_name, "Bob & Co");
         assert_eq!(c.display_name(), "Bobby");
         assert_eq!(
-            (c.province.as_str(), c.city.as_str(), c.alias.as_str()),
+            (&*c.province, &*c.city, &*c.alias),
             ("广东", "深圳", "bob_w")
         );
     }
@@ -576,11 +702,11 @@ mod tests {
                              "garbage", 7, {"UserName":"@m2","NickName":null}]}"#,
         );
         assert_eq!((r.uin, r.member_count, r.sex, r.verify_flag), (42, 3, 0, 0));
-        assert_eq!(r.nick_name, "12");
+        assert_eq!(&*r.nick_name, "12");
         assert_eq!(r.member_list.len(), 2);
         assert_eq!(r.member_list[0].attr_status, 5);
         let c = Contact::from_raw(r, SELF);
-        assert_eq!(c.members[0].display_name, "D🇨🇳");
+        assert_eq!(&*c.members[0].display_name, "D🇨🇳");
         assert_eq!(c.members[1].name(), "@m2");
         let empty = raw("{}");
         assert_eq!(empty, RawContact::default());
@@ -668,7 +794,7 @@ mod tests {
         assert_eq!(c.display_name(), "@x");
         let c = contact(r#"{"UserName":"@x","NickName":"Nick","RemarkName":""}"#);
         assert_eq!(c.display_name(), "Nick");
-        assert_eq!(self_user().nick_name, "Me😄");
+        assert_eq!(&*self_user().nick_name, "Me😄");
     }
 
     fn group(members: &[(&str, &str, &str)], count: i64) -> Contact {
@@ -724,7 +850,7 @@ mod tests {
         assert_eq!(book.len(), 5);
 
         let names = |it: &mut dyn Iterator<Item = &Contact>| {
-            it.map(|c| c.user_name.clone()).collect::<Vec<_>>()
+            it.map(|c| c.user_name.to_string()).collect::<Vec<_>>()
         };
         assert_eq!(names(&mut book.friends()), ["@bob"]);
         assert_eq!(names(&mut book.groups()), [ROOM]);
@@ -735,17 +861,17 @@ mod tests {
         let by_nick: Vec<_> = book
             .find_by_name("Bob")
             .iter()
-            .map(|c| c.user_name.as_str())
+            .map(|c| &*c.user_name)
             .collect();
         assert_eq!(by_nick, ["@bob", "@s"]);
         assert_eq!(book.find_by_name("B").len(), 1);
         assert_eq!(book.find_by_name("bobw").len(), 1);
-        assert_eq!(book.find_by_name("Me😄")[0].user_name, SELF);
+        assert_eq!(&*book.find_by_name("Me😄")[0].user_name, SELF);
         assert!(book.find_by_name("").is_empty());
         assert!(book.find_by_name("nobody").is_empty());
 
         assert_eq!(
-            book.group_member(ROOM, "@bob").unwrap().display_name,
+            &*book.group_member(ROOM, "@bob").unwrap().display_name,
             "Bobby in team"
         );
         assert!(book.group_member(ROOM, "@zed").is_none());
@@ -755,7 +881,7 @@ mod tests {
         assert_eq!(book.member_display_name(ROOM, "@zed"), "@zed");
         assert_eq!(book.display_name_of("@mp"), "News");
 
-        assert_eq!(book.remove("@bob").unwrap().nick_name, "Bob");
+        assert_eq!(&*book.remove("@bob").unwrap().nick_name, "Bob");
         assert!(book.remove("@bob").is_none());
         assert!(book.remove(SELF).is_none());
         assert!(book.get(SELF).is_some());
@@ -772,10 +898,10 @@ mod tests {
         ));
         assert_eq!(book.upsert(update), Upsert::Changed);
         let g = book.get(ROOM).unwrap();
-        assert_eq!(g.nick_name, "Team 2");
+        assert_eq!(&*g.nick_name, "Team 2");
         assert_eq!(g.members.len(), 2);
-        assert_eq!(g.encry_chat_room_id, "@e1");
-        assert_eq!(g.owner_user_name, "@a");
+        assert_eq!(&*g.encry_chat_room_id, "@e1");
+        assert_eq!(&*g.owner_user_name, "@a");
         // A getcontact page entry: MemberCount 0, no members.
         let page = contact(&format!(
             r#"{{"UserName":"{ROOM}","NickName":"Team 2","MemberCount":0,"MemberList":[]}}"#
@@ -797,7 +923,7 @@ mod tests {
             r#"{{"UserName":"{SELF}","NickName":"New me","ContactFlag":7}}"#
         ));
         assert_eq!(book.upsert(me), Upsert::Changed);
-        assert_eq!(book.self_user().nick_name, "New me");
+        assert_eq!(&*book.self_user().nick_name, "New me");
         assert_eq!(book.self_user().uin, 176666155, "uin kept");
         assert_eq!(book.self_user().kind, ContactKind::SelfUser);
         assert_eq!(book.len(), 1);
@@ -815,6 +941,82 @@ mod tests {
         ));
         book.upsert(contact(r#"{"UserName":"@friend","ContactFlag":1}"#));
         assert_eq!(book.groups_needing_members(), ["@@empty", "@@partial"]);
+    }
+
+    #[test]
+    fn head_img_is_compacted_and_rebuilt_without_skey() {
+        let icon = format!("/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1264610125&username={SELF}");
+        let h = HeadImg::from_url(&format!("{icon}&skey=@crypt_x"), SELF);
+        assert_eq!(h, HeadImg::Icon(1264610125));
+        assert_eq!(h.url(SELF), icon);
+        let group = format!("/cgi-bin/mmwebwx-bin/webwxgetheadimg?seq=7&username={ROOM}&skey=");
+        let h = HeadImg::from_url(&group, ROOM);
+        assert_eq!(h, HeadImg::GroupIcon(7));
+        assert_eq!(h.url(ROOM), group.trim_end_matches("&skey="));
+        // Anything that would not rebuild byte for byte is kept as sent, minus the skey.
+        for (url, kept) in [
+            (
+                "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=07&username=@x&skey=s",
+                "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=07&username=@x",
+            ),
+            (
+                "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1&username=@other",
+                "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1&username=@other",
+            ),
+            (
+                "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1&username=@x&type=big",
+                "/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1&username=@x&type=big",
+            ),
+            (
+                "https://cdn.example/a.jpg?SKey=1&b=2",
+                "https://cdn.example/a.jpg?b=2",
+            ),
+        ] {
+            let h = HeadImg::from_url(url, "@x");
+            assert!(matches!(h, HeadImg::Other(_)), "{url}");
+            assert_eq!(h.url("@x"), kept);
+        }
+        assert_eq!(HeadImg::from_url("", "@x"), HeadImg::None);
+        assert_eq!(HeadImg::from_url("/x?skey=1", "@x").url("@x"), "/x");
+        assert_eq!(
+            self_user().head_img_url(),
+            format!("/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1264610125&username={SELF}")
+        );
+    }
+
+    #[test]
+    fn upsert_all_matches_upsert_one_by_one() {
+        let list: Vec<Contact> = [
+            r#"{"UserName":"@c","NickName":"C","ContactFlag":3}"#,
+            r#"{"UserName":"@a","NickName":"A","ContactFlag":3}"#,
+            r#"{"UserName":"","NickName":"ghost"}"#,
+            r#"{"UserName":"@b","NickName":"B","ContactFlag":3}"#,
+            r#"{"UserName":"@a","NickName":"A2","ContactFlag":3}"#,
+            r#"{"UserName":"@@g","NickName":"G","MemberCount":0,"MemberList":[]}"#,
+        ]
+        .into_iter()
+        .map(contact)
+        .chain([self_user()])
+        .collect();
+        let mut start = ContactBook::new(self_user());
+        start.upsert(group(&[(SELF, "Me", "")], 1));
+        start.upsert(contact(r#"{"UserName":"@b","NickName":"old B","Uin":5}"#));
+        let mut one_by_one = start.clone();
+        for c in list.clone() {
+            one_by_one.upsert(c);
+        }
+        let mut bulk = start;
+        bulk.upsert_all(list);
+        let all = |b: &ContactBook| b.all().cloned().collect::<Vec<_>>();
+        assert_eq!(all(&bulk), all(&one_by_one));
+        assert_eq!(&*bulk.get("@a").unwrap().nick_name, "A2");
+        assert_eq!(bulk.get("@b").unwrap().uin, 5, "known uin kept");
+        assert_eq!(bulk.get(ROOM).unwrap().members.len(), 1);
+        assert_eq!(bulk.len(), 5);
+        let names: Vec<&str> = bulk.contacts.iter().map(|c| &*c.user_name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
     }
 
     #[test]

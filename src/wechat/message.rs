@@ -781,7 +781,7 @@ fn mentions_self(text: &str, room: &str, book: &ContactBook) -> bool {
     let me = book.self_user();
     let group_name = book
         .group_member(room, &me.user_name)
-        .map(|m| m.display_name.as_str())
+        .map(|m| &*m.display_name)
         .filter(|s| !s.is_empty());
     let name = group_name.unwrap_or(&me.nick_name);
     if name.is_empty() {
@@ -806,16 +806,16 @@ fn find_mentions(text: &str, room: &str, book: &ContactBook) -> Vec<String> {
     let mut known: Vec<(&str, &str)> = Vec::new();
     if let Some(group) = book.get(room) {
         for m in &group.members {
-            for name in [m.display_name.as_str(), m.nick_name.as_str()] {
+            for name in [&*m.display_name, &*m.nick_name] {
                 if !name.is_empty() {
-                    known.push((name, m.user_name.as_str()));
+                    known.push((name, &*m.user_name));
                 }
             }
         }
     }
     let me = book.self_user();
     if !me.nick_name.is_empty() {
-        known.push((me.nick_name.as_str(), me.user_name.as_str()));
+        known.push((&*me.nick_name, &*me.user_name));
     }
     known.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
 

@@ -931,14 +931,14 @@ impl Executor {
                         .iter()
                         .filter(|g| g.kind == ContactKind::Group)
                         .map(|g| RoomData {
-                            room_wxid: g.user_name.clone(),
-                            name: g.nick_name.clone(),
+                            room_wxid: g.user_name.to_string(),
+                            name: g.nick_name.to_string(),
                             owner_wxid: if g.owner_user_name.is_empty() {
                                 String::new()
                             } else {
                                 ids.of(&g.owner_user_name)
                             },
-                            head_img: reports::head_img(&g.head_img_url),
+                            head_img: g.head_img_url(),
                             member_count: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
                             member_info_list: g
                                 .members
@@ -1018,7 +1018,7 @@ impl Executor {
                     room_list: book
                         .groups()
                         .filter(|g| g.members.iter().any(|m| m.user_name == c.user_name))
-                        .map(|g| g.user_name.clone())
+                        .map(|g| g.user_name.to_string())
                         .collect(),
                     uin: u.uin,
                 };

@@ -132,9 +132,7 @@ impl Session<'_> {
         {
             Ok(list) => {
                 let me = book.self_user().user_name.clone();
-                for raw in list {
-                    book.upsert(Contact::from_raw(raw, &me));
-                }
+                book.upsert_all(list.into_iter().map(|raw| Contact::from_raw(raw, &me)));
             }
             Err(out) => return out,
         }
@@ -142,10 +140,10 @@ impl Session<'_> {
         let me = book.self_user();
         let account = Account {
             wxid: self.client.uin(),
-            user_name: me.user_name.clone(),
+            user_name: me.user_name.to_string(),
             nickname: me.display_name().to_owned(),
-            alias: me.alias.clone(),
-            head_img_url: me.head_img_url.clone(),
+            alias: me.alias.to_string(),
+            head_img_url: me.head_img_url(),
         };
         tracing::Span::current().record("wxid", account.wxid.as_str());
         tracing::info!(
@@ -370,7 +368,7 @@ impl Session<'_> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             wxid: self.client.uin(),
-            nickname: book.self_user().nick_name.clone(),
+            nickname: book.self_user().nick_name.to_string(),
             web: self.client.session(),
         })
     }
@@ -432,7 +430,7 @@ impl Session<'_> {
     }
 
     fn merge_init(&self, book: &mut ContactBook, init: &InitData) {
-        let me = book.self_user().user_name.clone();
+        let me = book.self_user().user_name.to_string();
         for raw in &init.contacts {
             if raw.user_name != me {
                 book.upsert(Contact::from_raw(raw.clone(), &me));
@@ -751,8 +749,8 @@ impl Session<'_> {
         let before: Option<HashSet<String>> = book
             .get(&c.user_name)
             .filter(|g| g.is_group())
-            .map(|g| g.members.iter().map(|m| m.user_name.clone()).collect());
-        let name = c.user_name.clone();
+            .map(|g| g.members.iter().map(|m| m.user_name.to_string()).collect());
+        let name = c.user_name.to_string();
         let copy = c.clone();
         match book.upsert(c) {
             Upsert::Added => self.emit(WorkerEvent::ContactAdded(Box::new(copy))).await,
@@ -760,13 +758,13 @@ impl Session<'_> {
                 self.emit(WorkerEvent::ContactChanged(Box::new(copy))).await;
                 if let (Some(before), Some(g)) = (before, book.get(&name)) {
                     let after: HashSet<String> =
-                        g.members.iter().map(|m| m.user_name.clone()).collect();
+                        g.members.iter().map(|m| m.user_name.to_string()).collect();
                     let mut added: Vec<String> = after.difference(&before).cloned().collect();
                     let mut removed: Vec<String> = before.difference(&after).cloned().collect();
                     if !added.is_empty() || !removed.is_empty() {
                         added.sort();
                         removed.sort();
-                        let owner = g.owner_user_name.clone();
+                        let owner = g.owner_user_name.to_string();
                         self.emit(WorkerEvent::MembersChanged {
                             room: name,
                             owner,
@@ -970,11 +968,11 @@ fn with_mentions(
             };
             let member = book.and_then(|b| b.group_member(room, user));
             match (member, book.and_then(|b| b.get(user))) {
-                (Some(gm), _) if !gm.display_name.is_empty() => gm.display_name.clone(),
-                (Some(gm), _) if !gm.nick_name.is_empty() => gm.nick_name.clone(),
-                (_, Some(c)) if !c.nick_name.is_empty() => c.nick_name.clone(),
+                (Some(gm), _) if !gm.display_name.is_empty() => gm.display_name.to_string(),
+                (Some(gm), _) if !gm.nick_name.is_empty() => gm.nick_name.to_string(),
+                (_, Some(c)) if !c.nick_name.is_empty() => c.nick_name.to_string(),
                 _ if user == me => book
-                    .map(|b| b.self_user().nick_name.clone())
+                    .map(|b| b.self_user().nick_name.to_string())
                     .unwrap_or_default(),
                 _ => user.to_owned(),
             }

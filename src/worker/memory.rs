@@ -25,15 +25,84 @@ pub fn tune_allocator() {
     }
 }
 
+/// Stack kept below the caller's frame when releasing the rest: room for the calls it makes
+/// (the x86-64 red zone is 128 bytes; madvise and /proc reads need far less than this).
+const STACK_MARGIN: usize = 16 << 10;
+
 /// Returns free heap pages to the kernel when enough have piled up: soon after start (the
-/// login burst), then every few minutes (contact reloads, message bursts).
+/// login burst), then every few minutes (contact reloads, message bursts). Also gives back the
+/// main thread's stack pages that the login's deep futures touched once (the trim runs on the
+/// worker's only runtime thread, the main thread, from a shallow frame).
 pub async fn trim_loop() {
-    let mut pause = Duration::from_secs(5);
+    // A login (or resume) takes from a few hundred milliseconds to tens of seconds on a busy
+    // machine, and its garbage should go soon after it ends whenever that is: check often in
+    // the first minute (a check that finds little free is a `mallinfo2` call), then back off.
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_secs(10);
     loop {
-        tokio::time::sleep(pause).await;
-        trim_if_worth_it();
-        pause = (pause * 3).min(Duration::from_secs(300));
+        let early = start.elapsed() < EARLY;
+        tokio::time::sleep(if early { EARLY_PAUSE } else { pause }).await;
+        if trim_if_worth_it() >= TRIM_WORTH || !early {
+            release_unused_stack();
+        }
+        if !early {
+            pause = (pause * 3).min(Duration::from_secs(300));
+        }
     }
+}
+
+/// How long after start the trim loop checks every [`EARLY_PAUSE`].
+const EARLY: Duration = Duration::from_secs(60);
+const EARLY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Drops the pages of the main thread's stack below the current frame (less a margin): a
+/// stack never shrinks by itself, so the ~100 KiB one login touches would stay resident for the
+/// process's life. The pages come back zero-filled if the stack grows again. Does nothing off
+/// the main thread or outside Linux. Returns the bytes released.
+pub fn release_unused_stack() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let marker = 0u8;
+        let here = std::hint::black_box(&marker) as *const u8 as usize;
+        let Some((low, high)) = std::fs::read_to_string("/proc/self/maps")
+            .ok()
+            .as_deref()
+            .and_then(main_stack_range)
+        else {
+            return 0;
+        };
+        if !(low..high).contains(&here) {
+            return 0;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let end = here.saturating_sub(STACK_MARGIN) & !(page - 1);
+        if end <= low {
+            return 0;
+        }
+        // SAFETY: [low, end) lies inside the main thread's stack mapping and below this frame by
+        // more than any callee uses: nothing live is stored there, and MADV_DONTNEED on a private
+        // anonymous mapping only makes the next touch see zeroed pages.
+        let done =
+            unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+        if done == 0 { end - low } else { 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = STACK_MARGIN;
+        0
+    }
+}
+
+/// The `[stack]` mapping (the main thread's) in `/proc/self/maps` text.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn main_stack_range(maps: &str) -> Option<(usize, usize)> {
+    let line = maps.lines().find(|l| l.trim_end().ends_with("[stack]"))?;
+    let (low, high) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        usize::from_str_radix(low, 16).ok()?,
+        usize::from_str_radix(high, 16).ok()?,
+    ))
 }
 
 /// One check (and trim when worth it); returns the bytes that were free in the heap.
@@ -65,5 +134,37 @@ mod tests {
         drop(big);
         trim_if_worth_it();
         trim_if_worth_it();
+    }
+
+    #[test]
+    fn finds_the_main_stack_mapping() {
+        let maps = "55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]\n\
+                    7ffd1c3e0000-7ffd1c401000 rw-p 00000000 00:00 0                          [stack]\n\
+                    7ffd1c5f0000-7ffd1c5f4000 r--p 00000000 00:00 0                          [vvar]\n";
+        assert_eq!(
+            main_stack_range(maps),
+            Some((0x7ffd1c3e0000, 0x7ffd1c401000))
+        );
+        assert_eq!(main_stack_range("7f00-7f10 rw-p 0 00:00 0 [heap]"), None);
+    }
+
+    #[test]
+    fn releasing_the_stack_keeps_the_caller_working() {
+        // Touch some stack in a deep call, release, and touch it again.
+        #[inline(never)]
+        fn deep(n: usize) -> usize {
+            let buf = std::hint::black_box([n as u8; 4096]);
+            if n == 0 {
+                buf[0] as usize
+            } else {
+                deep(n - 1) + buf[1] as usize
+            }
+        }
+        let before = deep(16);
+        // Test threads are not the main thread: nothing is released there.
+        assert_eq!(release_unused_stack(), 0);
+        assert_eq!(deep(16), before);
+        // On the main thread (a spawned process would be needed to check the amount), the
+        // function must at least not fault; the worker integration tests run it for real.
     }
 }

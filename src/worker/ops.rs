@@ -21,7 +21,7 @@ pub fn resolve(client: &WebClient, book: &ContactBook, name: &str) -> Result<Str
         return Ok(client.self_user_name());
     }
     match book.find_by_name(name).as_slice() {
-        [one] => Ok(one.user_name.clone()),
+        [one] => Ok(one.user_name.to_string()),
         [] => Err(format!("no contact or group named {name:?}")),
         many => Err(format!(
             "{} contacts are named {name:?}; use the UserName",
@@ -53,7 +53,7 @@ pub async fn refresh(
                 (
                     n.clone(),
                     book.get(n)
-                        .map(|c| c.encry_chat_room_id.clone())
+                        .map(|c| c.encry_chat_room_id.to_string())
                         .unwrap_or_default(),
                 )
             })
@@ -278,9 +278,9 @@ fn resolve_member(
         && let Some(m) = g
             .members
             .iter()
-            .find(|m| m.display_name == name || m.nick_name == name)
+            .find(|m| &*m.display_name == name || &*m.nick_name == name)
     {
-        return Ok(m.user_name.clone());
+        return Ok(m.user_name.to_string());
     }
     let r = resolve(client, book, name)?;
     if book.get(&r).is_some_and(|c| c.kind == ContactKind::Group) {

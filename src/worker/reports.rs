@@ -212,18 +212,7 @@ pub fn friend_request(m: &Message) -> Option<FriendAddRequest> {
 /// A contact's avatar reference without the session's `skey` (a secret, DESIGN §3.7) — the web
 /// path with its other parameters, which identifies the avatar for a later download.
 pub fn head_img(url: &str) -> String {
-    let Some((path, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|kv| !kv.to_ascii_lowercase().starts_with("skey="))
-        .collect();
-    if kept.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    }
+    crate::wechat::contact::strip_skey(url)
 }
 
 fn sex(s: i64) -> u8 {
@@ -236,39 +225,39 @@ fn sex(s: i64) -> u8 {
 
 pub fn user_info(c: &Contact) -> UserInfo {
     UserInfo {
-        wxid: c.user_name.clone(),
-        wx_alias: c.alias.clone(),
-        nickname: c.nick_name.clone(),
-        remark_name: c.remark_name.clone(),
-        head_img: head_img(&c.head_img_url),
+        wxid: c.user_name.to_string(),
+        wx_alias: c.alias.to_string(),
+        nickname: c.nick_name.to_string(),
+        remark_name: c.remark_name.to_string(),
+        head_img: c.head_img_url(),
         sex: sex(c.sex),
         country: String::new(),
-        province: c.province.clone(),
-        city: c.city.clone(),
+        province: c.province.to_string(),
+        city: c.city.to_string(),
         uin: u64::try_from(c.uin).ok().filter(|u| *u != 0),
     }
 }
 
 pub fn group_info(c: &Contact, ids: &Ids<'_>) -> GroupInfo {
     GroupInfo {
-        wxid: c.user_name.clone(),
-        name: c.nick_name.clone(),
+        wxid: c.user_name.to_string(),
+        name: c.nick_name.to_string(),
         owner_wxid: if c.owner_user_name.is_empty() {
             String::new()
         } else {
             ids.of(&c.owner_user_name)
         },
         member_count: u32::try_from(c.member_count.max(c.members.len() as i64)).unwrap_or(0),
-        head_img: head_img(&c.head_img_url),
+        head_img: c.head_img_url(),
         member_wxid_list: c.members.iter().map(|m| ids.of(&m.user_name)).collect(),
     }
 }
 
 pub fn public_info(c: &Contact) -> PublicInfo {
     PublicInfo {
-        wxid: c.user_name.clone(),
-        nickname: c.nick_name.clone(),
-        head_img: head_img(&c.head_img_url),
+        wxid: c.user_name.to_string(),
+        nickname: c.nick_name.to_string(),
+        head_img: c.head_img_url(),
     }
 }
 
@@ -276,8 +265,8 @@ pub fn member_info(m: &GroupMember, ids: &Ids<'_>) -> MemberInfo {
     MemberInfo {
         wxid: ids.of(&m.user_name),
         wx_alias: String::new(),
-        room_nickname: m.display_name.clone(),
-        nickname: m.nick_name.clone(),
+        room_nickname: m.display_name.to_string(),
+        nickname: m.nick_name.to_string(),
         head_img: String::new(),
         sex: 0,
         country: String::new(),
