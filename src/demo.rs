@@ -1058,23 +1058,10 @@ impl Supervisor {
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Last resort if the owning task is dropped without a stop.
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         // Its own process group: the terminal's Ctrl-C reaches only the demo, which then stops
         // the supervisor in order; and a SIGKILL to the group cannot hit the demo.
-        #[cfg(unix)]
-        cmd.process_group(0);
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe and only changes the calling (child) process.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::supervisor::process::isolate(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {} run", exe.display()))?;
@@ -1151,7 +1138,10 @@ fn deliver(child: &mut Child, ask: Ask) {
             return;
         }
     }
-    // No process groups here, or the group is gone: kill the process itself.
+    // No process groups here (Windows: terminate and kill are one thing), or the group is
+    // gone: kill the process itself.
+    #[cfg(not(unix))]
+    let _ = ask;
     let _ = child.start_kill();
 }
 
@@ -1205,6 +1195,7 @@ fn random_hex(len: usize) -> String {
 /// A fresh folder only this user can read, in the system's temp folder.
 fn create_private_dir() -> anyhow::Result<PathBuf> {
     let parent = std::env::temp_dir();
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);

@@ -11,6 +11,27 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+/// Makes `cmd` a child we own: killed if its handle is dropped without a stop (last resort), in
+/// its own process group (a signal to the group reaches all it started, and a terminal's
+/// Ctrl-C reaches only us), and on Linux sent SIGTERM when we die (PR_SET_PDEATHSIG).
+pub fn isolate(cmd: &mut Command) {
+    cmd.kill_on_drop(true);
+    #[cfg(unix)]
+    {
+        cmd.process_group(0);
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Spawns `wxagent worker --session ID [--config FILE]` from the running executable.
 pub fn spawn_worker(
     exe: &Path,
@@ -29,22 +50,7 @@ pub fn spawn_worker(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Last resort: if the owning task is dropped without a stop, the child is still killed.
-    cmd.kill_on_drop(true);
-    #[cfg(unix)]
-    {
-        cmd.process_group(0);
-    }
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    isolate(&mut cmd);
     let child = cmd.spawn()?;
     #[cfg(windows)]
     if let Err(e) = job::assign(&child) {
