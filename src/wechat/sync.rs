@@ -112,16 +112,8 @@ impl SyncLoop {
                     () = tokio::time::sleep(delay) => {}
                     () = cancel.cancelled() => return SyncStep::Cancelled,
                 }
-                match client.init(false).await {
-                    Ok(init) => return SyncStep::Reinit(Box::new(init)),
-                    Err(e) => {
-                        if let Some(reason) = e.ret().and_then(LogoutReason::from_retcode) {
-                            return SyncStep::LoggedOut(reason);
-                        }
-                        if let Some(step) = self.failed(e, cancel).await {
-                            return step;
-                        }
-                    }
+                if let Some(step) = self.reinit(client, cancel).await {
+                    return step;
                 }
             }
             let started = Instant::now();
@@ -213,16 +205,8 @@ impl SyncLoop {
                         );
                         self.empty_streak = 0;
                         self.stats.reinits += 1;
-                        match client.init(false).await {
-                            Ok(init) => return SyncStep::Reinit(Box::new(init)),
-                            Err(e) => {
-                                if let Some(reason) = e.ret().and_then(LogoutReason::from_retcode) {
-                                    return SyncStep::LoggedOut(reason);
-                                }
-                                if let Some(step) = self.failed(e, cancel).await {
-                                    return step;
-                                }
-                            }
+                        if let Some(step) = self.reinit(client, cancel).await {
+                            return step;
                         }
                     } else if self.empty_streak >= self.settings.empty_before_backoff {
                         tracing::debug!(
@@ -255,6 +239,18 @@ impl SyncLoop {
         crate::stats::sync_ok();
         self.failing_since = None;
         self.backoff.reset();
+    }
+
+    /// A fresh webwxinit: the step it leads to, or `None` to go on polling after a recoverable
+    /// failure (already waited out by `failed`).
+    async fn reinit(&mut self, client: &WebClient, cancel: &CancellationToken) -> Option<SyncStep> {
+        match client.init(false).await {
+            Ok(init) => Some(SyncStep::Reinit(Box::new(init))),
+            Err(e) => match e.ret().and_then(LogoutReason::from_retcode) {
+                Some(reason) => Some(SyncStep::LoggedOut(reason)),
+                None => self.failed(e, cancel).await,
+            },
+        }
     }
 
     /// Records a failure and waits before the next try; ends the session when the failure has
