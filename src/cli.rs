@@ -54,6 +54,9 @@ pub enum Command {
     /// One session as a supervised child process (used by `wxagent run`).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// The template `wxagent run` forks workers from (Linux, `[agent] fork_server`).
+    #[command(hide = true)]
+    ForkServer(ForkServerArgs),
     /// Measure density, latency, throughput and spawn time against a local simulator.
     Bench(BenchArgs),
 }
@@ -84,6 +87,14 @@ pub struct WorkerArgs {
     /// The QR session id this worker serves.
     #[arg(long)]
     pub session: String,
+}
+
+/// `wxagent fork-server` (started by the supervisor).
+#[derive(Debug, Clone, Args)]
+pub struct ForkServerArgs {
+    /// Room for the workers' command lines (see `supervisor::forkserver`); ignored.
+    #[arg(allow_hyphen_values = true)]
+    pub padding: Option<String>,
 }
 
 #[cfg(test)]

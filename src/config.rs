@@ -75,6 +75,9 @@ pub struct AgentConfig {
     /// `[agent] healthz_max_sync_age`; default 5m: `/healthz` fails when an online session has
     /// not synced for longer.
     pub healthz_max_sync_age: Duration,
+    /// `[agent] fork_server`; default true. Linux: workers are forked from one prepared
+    /// template process (shared start-up memory) instead of executing the binary each time.
+    pub fork_server: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +174,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("agent", "admin_listen"),
     ("agent", "admin_token"),
     ("agent", "healthz_max_sync_age"),
+    ("agent", "fork_server"),
     ("control", "callback_url"),
     ("control", "upload_url"),
     ("control", "appid"),
@@ -429,6 +433,7 @@ impl Config {
                     .expect("built-in admin address is valid"),
                 admin_token: None,
                 healthz_max_sync_age: DEFAULT_HEALTHZ_MAX_SYNC_AGE,
+                fork_server: true,
             },
             control: ControlConfig {
                 callback_url: None,
@@ -510,6 +515,7 @@ impl Config {
                     "healthz_max_sync_age",
                     duration_text(a.healthz_max_sync_age),
                 ),
+                ("fork_server", a.fork_server.to_string()),
             ],
         );
         section(
@@ -789,6 +795,8 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
     let admin_token = r.take("agent", "admin_token", secret);
     r.take("agent", "healthz_max_sync_age", duration(Floor::AboveZero))
         .set(&mut agent.healthz_max_sync_age);
+    r.take("agent", "fork_server", boolean)
+        .set(&mut agent.fork_server);
     if let Got::Valid(addr) = &admin_listen {
         let has_token = matches!(&admin_token, Got::Valid(Some(_)));
         if let Some(why) = admin_listen_refusal(*addr, has_token) {

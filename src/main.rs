@@ -21,6 +21,9 @@ fn main() -> ExitCode {
     }
     if matches!(cli.command, Some(Command::Worker(_))) {
         logging::init_child(cli.global.verbose);
+    } else if matches!(cli.command, Some(Command::ForkServer(_))) {
+        // No subscriber: the workers forked from it install their own, and a process can
+        // install only one.
     } else if cfg!(windows) && matches!(cli.command, Some(Command::Service(ServiceCommand::Run))) {
         // A service has no console: it logs to a file once it knows its state directory.
     } else {
@@ -83,28 +86,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Worker(args)) => {
-            worker::memory::tune_allocator();
-            let Some(config) = load_config(config_flag) else {
-                return Ok(WorkerExit::Usage.into());
-            };
-            // One thread for the session (plus the blocking pool for file I/O): hundreds of
-            // workers share a machine, and a worker's work is waiting.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let outcome = rt.block_on(async move {
-                let root = CancellationToken::new();
-                shutdown::install(root.clone());
-                tokio::spawn(worker::memory::trim_loop());
-                worker::supervised::run(config, args.session, root).await
-            });
-            let exit = outcome.exit();
-            worker::supervised::emit_line(worker::ipc::WorkerMessage::Ended {
-                exit_code: exit.code(),
-                outcome: outcome.to_string(),
-            });
-            rt.shutdown_background();
-            Ok(exit.into())
+            let code = worker::entry::main(config_flag, args.session);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        #[cfg(target_os = "linux")]
+        Some(Command::ForkServer(_)) => {
+            let exe = std::env::args_os()
+                .next()
+                .unwrap_or_else(|| "wxagent".into());
+            let code = supervisor::forkserver::serve(config_flag.map(|p| p.to_path_buf()), exe);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(Command::ForkServer(_)) => {
+            eprintln!("wxagent: error: the fork server exists only on Linux");
+            Ok(WorkerExit::Usage.into())
         }
         Some(Command::Run) => {
             let Some(config) = load_config(config_flag) else {

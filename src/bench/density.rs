@@ -21,7 +21,9 @@ pub struct DensityResult {
     pub worker_threads: Summary,
     pub supervisor: Memory,
     pub supervisor_threads: u64,
-    /// Supervisor plus every worker.
+    /// The fork-server template workers are forked from (zero when workers are executed).
+    pub fork_server: Memory,
+    /// Supervisor, fork-server template and every worker.
     pub total_pss_kib: u64,
     pub idle_seconds: f64,
     /// CPU of the supervisor and its workers over the idle window, in % of one core.
@@ -36,8 +38,10 @@ pub async fn measure(lab: &Lab, idle: Duration) -> anyhow::Result<DensityResult>
         .agent_pid()
         .ok_or_else(|| anyhow::anyhow!("the supervisor is not running"))?;
     let workers = lab.worker_pids();
+    let template = lab.fork_server_pid();
     let mut all = workers.clone();
     all.push(sup);
+    all.extend(template);
     let sim = lab.sim_pid().unwrap_or(0);
     let ticks = procfs::ticks_per_second() as f64;
     let start = std::time::Instant::now();
@@ -54,7 +58,9 @@ pub async fn measure(lab: &Lab, idle: Duration) -> anyhow::Result<DensityResult>
         .collect();
     let supervisor = procfs::memory(sup).unwrap_or_default();
     let kib = |f: fn(&Memory) -> u64| -> Vec<f64> { mems.iter().map(|m| f(m) as f64).collect() };
-    let total_pss_kib = mems.iter().map(|m| m.pss_kib).sum::<u64>() + supervisor.pss_kib;
+    let fork_server = template.and_then(procfs::memory).unwrap_or_default();
+    let total_pss_kib =
+        mems.iter().map(|m| m.pss_kib).sum::<u64>() + supervisor.pss_kib + fork_server.pss_kib;
     Ok(DensityResult {
         sessions: lab.sessions.len(),
         workers: workers.len(),
@@ -66,6 +72,7 @@ pub async fn measure(lab: &Lab, idle: Duration) -> anyhow::Result<DensityResult>
         worker_threads: Summary::of(&threads),
         supervisor,
         supervisor_threads: procfs::stat(sup).map_or(0, |s| s.threads),
+        fork_server,
         total_pss_kib,
         idle_seconds: secs,
         idle_cpu_percent: 100.0 * cpu1.saturating_sub(cpu0) as f64 / ticks / secs,
@@ -106,6 +113,15 @@ impl DensityResult {
                 mib(self.supervisor.rss_kib as f64),
                 mib(self.supervisor.pss_kib as f64)
             ),
+            "",
+        );
+        t.row(
+            "density: fork-server template PSS",
+            if self.fork_server.pss_kib == 0 {
+                "none (workers executed)".to_owned()
+            } else {
+                mib(self.fork_server.pss_kib as f64)
+            },
             "",
         );
         let target = if n == 100 { "≤ 115 MiB" } else { "" };

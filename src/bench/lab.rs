@@ -155,6 +155,18 @@ impl Lab {
         self.agent_pid()
             .map(super::procfs::children_of)
             .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !super::procfs::is_fork_server(*p))
+            .collect()
+    }
+
+    /// The supervisor's fork-server template (`[agent] fork_server`), if one runs.
+    pub fn fork_server_pid(&self) -> Option<u32> {
+        self.agent_pid()
+            .map(super::procfs::children_of)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| super::procfs::is_fork_server(*p))
     }
 
     /// Starts `wxagent run` (its log goes to `supervisor.log`, appended across restarts).

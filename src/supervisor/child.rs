@@ -7,7 +7,6 @@ use super::registry::Registry;
 use crate::backoff::Backoff;
 use crate::exit::WorkerExit;
 use crate::worker::ipc::WorkerMessage;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +19,7 @@ use tracing::Instrument;
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
     pub session_id: String,
-    pub exe: PathBuf,
-    pub config_path: Option<PathBuf>,
+    pub launcher: Arc<process::Launcher>,
     /// How long a worker gets between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// A run at least this long counts as healthy and resets the restart backoff.
@@ -135,10 +133,9 @@ async fn run_once(
     events: &mpsc::Sender<ChildEvent>,
     stop: &CancellationToken,
 ) -> std::io::Result<RunEnd> {
-    let mut child =
-        process::spawn_worker(&spec.exe, &spec.session_id, spec.config_path.as_deref())?;
+    let mut child = spec.launcher.start(&spec.session_id).await?;
     let pid = child.id();
-    tracing::info!(pid, "worker started");
+    tracing::info!(pid, forked = child.forked(), "worker started");
     registry.update(&spec.session_id, |s| {
         s.pid = pid;
         s.state = "starting".into();

@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod child;
+#[cfg(target_os = "linux")]
+pub mod forkserver;
 pub mod metrics;
 pub mod process;
 pub mod registry;

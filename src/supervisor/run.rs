@@ -4,6 +4,7 @@
 
 use super::admin;
 use super::child::{self, ChildEnd, ChildEvent, ChildSpec};
+use super::process;
 use super::registry::Registry;
 use crate::config::Config;
 use crate::control::{ControlClient, Task};
@@ -78,8 +79,14 @@ pub async fn run(
         tracing::warn!(error = %e, "could not record the admin API address");
     }
 
+    let launcher = Arc::new(process::Launcher::new(
+        opts.exe.clone(),
+        opts.config_path.clone(),
+        config.agent.fork_server,
+    ));
     let mut sup = Supervisor {
         config: &config,
+        launcher,
         opts,
         control,
         registry: registry.clone(),
@@ -166,6 +173,8 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
 
 struct Supervisor<'a> {
     config: &'a Config,
+    /// Starts worker processes (shared by the child tasks).
+    launcher: Arc<process::Launcher>,
     opts: SupervisorOptions,
     control: ControlClient,
     registry: Arc<Registry>,
@@ -265,8 +274,7 @@ impl Supervisor<'_> {
         self.stops.insert(qr_session_id.to_owned(), stop.clone());
         let spec = ChildSpec {
             session_id: qr_session_id.to_owned(),
-            exe: self.opts.exe.clone(),
-            config_path: self.opts.config_path.clone(),
+            launcher: self.launcher.clone(),
             grace: self.opts.grace,
             healthy_after: Duration::from_secs(60),
             restart_min: Duration::from_secs(1),

@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod driver;
+pub mod entry;
 pub mod events;
 pub mod fetch;
 pub mod foreground;

@@ -539,6 +539,8 @@ pub struct SupervisorSettings {
     pub control: String,
     /// Appended after `[wechat]`: more `[wechat]` keys, then other sections.
     pub extra: String,
+    /// Extra lines for `[agent]` (e.g. `fork_server = false`).
+    pub agent: String,
 }
 
 impl Default for SupervisorSettings {
@@ -548,6 +550,7 @@ impl Default for SupervisorSettings {
             max_sessions: 10,
             control: String::new(),
             extra: String::new(),
+            agent: String::new(),
         }
     }
 }
@@ -562,7 +565,7 @@ impl TestConfig {
         let path = dir.path().join("wxagent.toml");
         let state = dir.path().join("state");
         let text = format!(
-            "[agent]\nmachine_id = \"{MACHINE_ID}\"\nstate_dir = {state:?}\nmax_sessions = {max}\nadmin_listen = \"{admin}\"\n\n\
+            "[agent]\nmachine_id = \"{MACHINE_ID}\"\nstate_dir = {state:?}\nmax_sessions = {max}\nadmin_listen = \"{admin}\"\n{agent}\n\n\
              [control]\ncallback_url = \"{base}/wehub/callback\"\nupload_url = \"{base}/wehub/upload\"\n\
              poll_interval = \"200ms\"\ntimeout = \"10s\"\n{control}\n\n\
              [wechat]\nlogin_url = \"{base}\"\nrequest_timeout = \"10s\"\nlongpoll_timeout = \"30s\"\nnetwork_give_up = \"2m\"\n{extra}\n",
@@ -572,6 +575,7 @@ impl TestConfig {
             base = sim.base,
             control = s.control,
             extra = s.extra,
+            agent = s.agent,
         );
         write_config(&path, &text);
         TestConfig { dir, path }
@@ -691,9 +695,20 @@ impl Supervisor {
         });
     }
 
-    /// The supervisor's child processes, from the process table.
+    /// The supervisor's worker processes, from the process table (its children other than
+    /// the fork-server template).
     pub fn children(&self) -> Vec<ProcStat> {
         children_of(self.pid())
+            .into_iter()
+            .filter(|c| !is_fork_server(c.pid))
+            .collect()
+    }
+
+    /// The fork-server template among the supervisor's children, if one runs.
+    pub fn fork_server(&self) -> Option<ProcStat> {
+        children_of(self.pid())
+            .into_iter()
+            .find(|c| c.state != 'Z' && is_fork_server(c.pid))
     }
 
     /// Asserts that none of the supervisor's children is a zombie and none of `pids` is left.
@@ -762,6 +777,15 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
         ppid,
         pgrp,
     })
+}
+
+/// Whether `pid` runs `wxagent fork-server` (the template workers are forked from).
+pub fn is_fork_server(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .nth(1)
+        .is_some_and(|a| a == b"fork-server")
 }
 
 /// Every process whose parent is `ppid`.

@@ -1,0 +1,113 @@
+//! Workers forked from the fork-server template (`[agent] fork_server`, the Linux default),
+//! through the real binaries: a forked worker is the supervisor's own child in its own group
+//! with a worker's command line; it outlives the template; a dead template is reaped and
+//! replaced; nothing is left after the supervisor stops; and `fork_server = false` executes
+//! workers as before.
+
+mod common;
+
+use common::*;
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Asks for session `id` and waits for its first QR upload; returns the worker's pid.
+fn start_session(sim: &Sim, sup: &Supervisor, id: &str) -> u32 {
+    let task = sim.queue_qr_task(id);
+    let result = sim.wait_task_result(&task);
+    assert_eq!(result["task_result"], 1, "task 200 accepted: {result}");
+    sim.wait_qr_session(&format!("the QR upload of {id}"), id, |s| {
+        s["uploads"].as_u64() >= Some(1)
+    });
+    sup.worker_pid(id)
+}
+
+#[test]
+fn forked_workers_are_the_supervisors_children_and_outlive_the_template() {
+    let sim = Sim::start();
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let mut sup = Supervisor::start(&cfg.path);
+
+    let first = start_session(&sim, &sup, "fk-a");
+    let line = sup.wait_log("the first worker's start", &["worker started", "fk-a"]);
+    assert!(
+        line.contains("forked=true"),
+        "forked from the template: {line}"
+    );
+    let template = sup.fork_server().expect("a fork-server template runs");
+    let worker = sup
+        .children()
+        .into_iter()
+        .find(|c| c.pid == first)
+        .unwrap_or_else(|| panic!("worker {first} is not the supervisor's child"));
+    assert_eq!(worker.pgrp, first as i32, "the worker leads its own group");
+    assert_ne!(template.pgrp, worker.pgrp, "not in the template's group");
+    let args = cmdline(first);
+    assert_eq!(
+        args[1..4],
+        ["worker", "--session", "fk-a"],
+        "a worker's command line: {args:?}"
+    );
+    assert!(args.iter().any(|a| a == "--config"), "{args:?}");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{first}/exe")).unwrap(),
+        std::fs::read_link(format!("/proc/{}/exe", sup.pid())).unwrap(),
+        "the same binary"
+    );
+
+    // The template dies: the worker it made keeps running, the template is reaped (no zombie),
+    // and the next session gets a new template.
+    assert!(signal_pid(template.pid, libc::SIGKILL));
+    wait_until("the dead template to be reaped", || {
+        (!process_exists(template.pid)).then_some(())
+    });
+    assert!(process_alive(first), "the worker outlives its template");
+    let second = start_session(&sim, &sup, "fk-b");
+    let line = sup.wait_log("the second worker's start", &["worker started", "fk-b"]);
+    assert!(line.contains("forked=true"), "{line}");
+    let replacement = sup.fork_server().expect("a new template");
+    assert_ne!(replacement.pid, template.pid);
+    assert_eq!(cmdline(second)[1..4], ["worker", "--session", "fk-b"]);
+
+    // SIGTERM: every worker and the template are gone, nothing is left a zombie.
+    sup.signal(libc::SIGTERM);
+    let status = sup.wait_exit();
+    assert!(status.success(), "{status:?}");
+    wait_until("every process to be gone", || {
+        [first, second, replacement.pid]
+            .iter()
+            .all(|p| !process_exists(*p))
+            .then_some(())
+    });
+    assert_no_process_left(&[first, second, replacement.pid]);
+}
+
+#[test]
+fn fork_server_off_executes_each_worker() {
+    let sim = Sim::start();
+    let cfg = TestConfig::supervisor(
+        &sim,
+        &SupervisorSettings {
+            agent: "fork_server = false".into(),
+            ..SupervisorSettings::default()
+        },
+    );
+    let mut sup = Supervisor::start(&cfg.path);
+    let pid = start_session(&sim, &sup, "ex-a");
+    let line = sup.wait_log("the worker's start", &["worker started", "ex-a"]);
+    assert!(line.contains("forked=false"), "executed: {line}");
+    assert!(
+        sup.fork_server().is_none(),
+        "no template without fork_server"
+    );
+    assert_eq!(cmdline(pid)[1..4], ["worker", "--session", "ex-a"]);
+    sup.signal(libc::SIGTERM);
+    assert!(sup.wait_exit().success());
+    assert_no_process_left(&[pid]);
+}
