@@ -93,17 +93,17 @@ impl Lab {
     ) -> anyhow::Result<Lab> {
         let dir = private_temp_dir()?;
         let sim_log = std::fs::File::create(dir.join("sim.log")).context("creating sim.log")?;
-        let mut sim = Command::new(exe)
-            .arg("sim")
+        let mut cmd = Command::new(exe);
+        cmd.arg("sim")
             .args(["--listen", "127.0.0.1:0", "--hold"])
             .arg(humantime::format_duration(common.hold).to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(sim_log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting wxagent sim")?;
+            .stderr(sim_log);
+        // Killed with the bench however it ends (a signal runs no destructors).
+        crate::supervisor::process::isolate(&mut cmd);
+        let mut sim = cmd.spawn().context("starting wxagent sim")?;
         let stdout = sim.stdout.take().context("sim stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let banner = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -179,16 +179,16 @@ impl Lab {
             .append(true)
             .open(self.dir.join("supervisor.log"))
             .context("opening supervisor.log")?;
-        let child = Command::new(&self.exe)
-            .args(["run", "--config"])
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting wxagent run")?;
+            .stderr(log);
+        // SIGTERM with the bench however it ends; the supervisor then stops its workers.
+        crate::supervisor::process::isolate(&mut cmd);
+        let child = cmd.spawn().context("starting wxagent run")?;
         self.agent = Some(child);
         Ok(())
     }
