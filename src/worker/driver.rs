@@ -122,8 +122,12 @@ impl Session<'_> {
         if let Err(e) = self.client.status_notify().await {
             tracing::warn!(error = %e, "webwxstatusnotify failed; continuing");
         }
-        let mut book = ContactBook::new(Contact::from_raw(init.user.clone(), &init.user.user_name));
-        self.merge_init(&mut book, &init);
+        // Consumed here: the raw webwxinit answer (hundreds of KiB with its member lists) must
+        // not live on in this future for the whole session.
+        let InitData { user, contacts, .. } = init;
+        let me = user.user_name.clone();
+        let mut book = ContactBook::new(Contact::from_raw(user, &me));
+        Self::merge_init(&mut book, contacts);
         match self
             .retrying("webwxgetcontact", async |c: &WebClient| {
                 c.get_contacts().await
@@ -429,13 +433,14 @@ impl Session<'_> {
         }
     }
 
-    fn merge_init(&self, book: &mut ContactBook, init: &InitData) {
+    fn merge_init(book: &mut ContactBook, contacts: Vec<RawContact>) {
         let me = book.self_user().user_name.to_string();
-        for raw in &init.contacts {
-            if raw.user_name != me {
-                book.upsert(Contact::from_raw(raw.clone(), &me));
-            }
-        }
+        book.upsert_all(
+            contacts
+                .into_iter()
+                .filter(|raw| raw.user_name != me)
+                .map(|raw| Contact::from_raw(raw, &me)),
+        );
     }
 
     /// Fetches full member lists for groups that lack them, 50 groups per request. `only`
@@ -508,7 +513,7 @@ impl Session<'_> {
                 }
                 SyncStep::Reinit(init) => {
                     if let Some(mut book) = self.book.take() {
-                        self.merge_init(&mut book, &init);
+                        Self::merge_init(&mut book, init.contacts);
                         let snapshot = Arc::new(book.clone());
                         self.book = Some(book);
                         self.emit(WorkerEvent::ContactsReloaded(snapshot)).await;
