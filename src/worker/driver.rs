@@ -987,18 +987,20 @@ fn with_mentions(
 }
 
 /// The last N message ids, to drop re-deliveries (the server re-sends after a stale key).
+/// Starts empty and grows with the ids seen (an idle session sees few), up to `cap`; each id is
+/// stored once, shared by the set and the order.
 struct RecentIds {
     cap: usize,
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
 }
 
 impl RecentIds {
     fn new(cap: usize) -> RecentIds {
         RecentIds {
             cap,
-            order: VecDeque::with_capacity(cap),
-            set: HashSet::with_capacity(cap),
+            order: VecDeque::new(),
+            set: HashSet::new(),
         }
     }
 
@@ -1010,21 +1012,27 @@ impl RecentIds {
         if self.set.contains(id) {
             return false;
         }
-        if self.order.len() == self.cap
+        if self.order.len() >= self.cap
             && let Some(old) = self.order.pop_front()
         {
             self.set.remove(&old);
         }
-        self.order.push_back(id.to_owned());
-        self.set.insert(id.to_owned());
+        let id: Arc<str> = Arc::from(id);
+        self.order.push_back(id.clone());
+        self.set.insert(id);
         true
     }
 
     /// Makes `id` count as new again (its events were not kept).
     fn forget(&mut self, id: &str) {
         if self.set.remove(id) {
-            self.order.retain(|o| o != id);
+            self.order.retain(|o| &**o != id);
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -1047,6 +1055,26 @@ mod tests {
         assert!(r.insert("3"), "a forgotten id is new again");
         r.forget("never seen");
         assert!(!r.insert("1"));
+    }
+
+    #[test]
+    fn recent_ids_stay_within_the_bound() {
+        let mut r = RecentIds::new(100);
+        assert_eq!(r.len(), 0);
+        for i in 0..1000 {
+            assert!(r.insert(&i.to_string()));
+            assert_eq!(r.len(), (i + 1).min(100));
+            assert_eq!(r.set.len(), r.len(), "set and order hold the same ids");
+        }
+        // The newest 100 are remembered, the older ones forgotten.
+        assert!(!r.insert("999"));
+        assert!(!r.insert("900"));
+        assert!(r.insert("899"));
+        assert_eq!(r.len(), 100);
+        assert!(
+            r.set.capacity() < 1000,
+            "grows only as far as the bound needs"
+        );
     }
 
     #[test]
