@@ -5,8 +5,8 @@
 //! WeChat only if it answers `exit_wechat`.
 //!
 //! For the supervisor's status page and metrics the worker also sends a compact
-//! [`WorkerMessage::Stats`] line [`STATS_EVERY`] after a counter changed (an idle session sends
-//! nothing new and keeps no timer for it), and keeps the QR code being shown in `sessions/<id>/qr.png` (written
+//! [`WorkerMessage::Stats`] line when a counter changed, at most one per [`STATS_EVERY`] (an
+//! idle session sends nothing new and keeps no timer for it), and keeps the QR code being shown in `sessions/<id>/qr.png` (written
 //! atomically: temp file + rename; removed once online), which the admin API serves.
 
 use super::bridge::{Bridge, BridgeSettings, Ipc, Outbox};
@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How long after a counter changes the worker sends its counters (changes meanwhile ride along).
+/// The least time between two stats lines (changes meanwhile ride along in the next).
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a waiting session's current QR code is kept for the admin API.
@@ -204,10 +204,12 @@ async fn send_stats(
     .await;
 }
 
-/// Sends what `read` returns whenever it differs from what was sent last: a signal on
-/// `changes` wakes the task, which waits [`STATS_EVERY`] so that a burst of changes makes one
-/// line. While nothing changes no timer is armed: a thousand idle workers each waking every
-/// few seconds to compare counters cost more CPU than the sessions themselves.
+/// Sends what `read` returns whenever it differs from what was sent last, at most one line
+/// per [`STATS_EVERY`]: a signal on `changes` wakes the task, which sends at once when the last
+/// line is older than that (an idle session's synccheck makes one line and no extra wake-up),
+/// else waits out the rest of it so that a burst of changes makes one line. While nothing
+/// changes no timer is armed: a thousand idle workers each waking every few seconds to compare
+/// counters cost more CPU than the sessions themselves.
 async fn coalesce_stats(
     changes: &tokio::sync::Notify,
     mut read: impl FnMut() -> WorkerStats,
@@ -215,6 +217,7 @@ async fn coalesce_stats(
     stop: &CancellationToken,
 ) {
     let mut sent = WorkerStats::default();
+    let mut sent_at: Option<tokio::time::Instant> = None;
     loop {
         // Registered before the snapshot, so a change right after it still wakes us.
         let changed = changes.notified();
@@ -224,6 +227,7 @@ async fn coalesce_stats(
         if now != sent {
             send(now.clone());
             sent = now;
+            sent_at = Some(tokio::time::Instant::now());
         }
         if stop.is_cancelled() {
             return;
@@ -232,9 +236,11 @@ async fn coalesce_stats(
             () = changed => {}
             () = stop.cancelled() => continue,
         }
-        tokio::select! {
-            () = tokio::time::sleep(STATS_EVERY) => {}
-            () = stop.cancelled() => {}
+        if let Some(at) = sent_at.filter(|at| at.elapsed() < STATS_EVERY) {
+            tokio::select! {
+                () = tokio::time::sleep_until(at + STATS_EVERY) => {}
+                () = stop.cancelled() => {}
+            }
         }
     }
 }
@@ -440,31 +446,42 @@ mod tests {
         assert_eq!(*reads.lock().unwrap(), 1);
         assert_eq!(lines.lock().unwrap().len(), 1);
 
-        // A burst of changes: one line, STATS_EVERY after the first.
+        // A change after a quiet spell goes out at once.
         *value.lock().unwrap() = stats(2);
         changes.notify_waiters();
         settle().await;
-        tokio::time::advance(STATS_EVERY / 2).await;
+        assert_eq!(lines.lock().unwrap().last(), Some(&stats(2)));
+        assert_eq!(lines.lock().unwrap().len(), 2);
+
+        // Changes right after it wait out STATS_EVERY since that line, and make one line.
+        tokio::time::advance(STATS_EVERY / 4).await;
         *value.lock().unwrap() = stats(3);
         changes.notify_waiters();
         settle().await;
-        assert_eq!(lines.lock().unwrap().len(), 1, "coalescing: nothing yet");
-        tokio::time::advance(STATS_EVERY / 2).await;
-        settle().await;
-        assert_eq!(lines.lock().unwrap().last(), Some(&stats(3)));
-        assert_eq!(lines.lock().unwrap().len(), 2);
-
-        // A signal without a change sends nothing.
-        changes.notify_waiters();
-        tokio::time::advance(STATS_EVERY * 2).await;
-        settle().await;
-        assert_eq!(lines.lock().unwrap().len(), 2);
-
-        // Stopping sends what changed since, at once.
+        tokio::time::advance(STATS_EVERY / 4).await;
         *value.lock().unwrap() = stats(4);
-        stop.cancel();
-        task.await.unwrap();
+        changes.notify_waiters();
+        settle().await;
+        assert_eq!(lines.lock().unwrap().len(), 2, "coalescing: nothing yet");
+        tokio::time::advance(STATS_EVERY / 2 - Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(lines.lock().unwrap().len(), 2, "coalescing: nothing yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
         assert_eq!(lines.lock().unwrap().last(), Some(&stats(4)));
         assert_eq!(lines.lock().unwrap().len(), 3);
+
+        // A signal without a change sends nothing.
+        tokio::time::advance(STATS_EVERY * 2).await;
+        changes.notify_waiters();
+        settle().await;
+        assert_eq!(lines.lock().unwrap().len(), 3);
+
+        // Stopping sends what changed since, at once.
+        *value.lock().unwrap() = stats(5);
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(lines.lock().unwrap().last(), Some(&stats(5)));
+        assert_eq!(lines.lock().unwrap().len(), 4);
     }
 }
