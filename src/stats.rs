@@ -3,13 +3,15 @@
 //! A worker process serves exactly one session, so process-wide counters are that session's
 //! counters. Keeping them global lets the places where things happen (the sync loop, the
 //! uploader, the worker's event loop) count with one call instead of threading a handle through
-//! every layer; the supervised worker reads a [`snapshot`] every few seconds and sends it up its
-//! pipe. Counters only grow within a process; the supervisor adds a dead worker's last values to
-//! the session's totals so they never go backwards.
+//! every layer; the supervised worker reads a [`snapshot`] a moment after [`changes`] signals one
+//! and sends it up its pipe (an idle worker keeps no timer for this). Counters only grow within a
+//! process; the supervisor adds a dead worker's last values to the session's totals so they never
+//! go backwards.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Notify;
 
 /// What [`snapshot`] returns: the cumulative counts since this process started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +47,22 @@ static COUNTERS: Counters = Counters {
     uploads: AtomicU64::new(0),
 };
 
+/// Signalled (to the waiters of the moment only) whenever a counter changes.
+static CHANGES: Notify = Notify::const_new();
+
+/// What a reader of the counters waits on: register a `notified()` before taking a snapshot,
+/// and a change after the snapshot wakes it. Counters kept elsewhere (the report spool's)
+/// signal it through [`changed`] too.
+pub fn changes() -> &'static Notify {
+    &CHANGES
+}
+
+/// Wakes whoever waits on [`changes`]. Without a waiter it costs a lock and nothing else:
+/// the reader takes a fresh snapshot before it waits again.
+pub fn changed() {
+    CHANGES.notify_waiters();
+}
+
 /// The label of a sync error without a retcode.
 pub const NETWORK_ERROR: &str = "network";
 
@@ -58,6 +76,7 @@ fn now_ms() -> u64 {
 /// The sync loop got a good answer.
 pub fn sync_ok() {
     COUNTERS.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+    changed();
 }
 
 /// A synccheck or webwxsync failed, with the server's retcode when it gave one.
@@ -68,6 +87,8 @@ pub fn sync_error(retcode: Option<i64>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     *errors.entry(key).or_default() += 1;
+    drop(errors);
+    changed();
 }
 
 /// A message passed through the session; `outgoing` when this account sent it.
@@ -78,14 +99,17 @@ pub fn message(outgoing: bool) {
         &COUNTERS.messages_in
     };
     c.fetch_add(1, Ordering::Relaxed);
+    changed();
 }
 
 pub fn qr_refresh() {
     COUNTERS.qr_refreshes.fetch_add(1, Ordering::Relaxed);
+    changed();
 }
 
 pub fn upload() {
     COUNTERS.uploads.fetch_add(1, Ordering::Relaxed);
+    changed();
 }
 
 pub fn snapshot() -> Activity {

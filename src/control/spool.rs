@@ -608,6 +608,8 @@ impl Spool {
         self.acked_total += 1;
         self.unsynced_ack = Some(seq);
         self.unsynced_acks += 1;
+        // The worker's status line carries the depth.
+        crate::stats::changed();
         Ok(())
     }
 
@@ -701,6 +703,7 @@ impl Spool {
         };
         if let Some((what, limit)) = over {
             self.full_rejections += 1;
+            crate::stats::changed();
             if !self.full_logged {
                 self.full_logged = true;
                 tracing::error!(
@@ -764,6 +767,7 @@ impl Spool {
         self.pending_bytes += total;
         self.appended_total += count;
         self.full_logged = false;
+        crate::stats::changed();
         Ok(())
     }
 

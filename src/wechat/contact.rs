@@ -248,6 +248,20 @@ impl GroupMember {
     }
 }
 
+/// A group's members from its raw list, in a fresh allocation of exactly their number: collected
+/// in place, the raw list's bigger buffer would be kept (shrunk in place at best, leaving a hole
+/// in the heap) for as long as the group is known.
+fn members_of(raw: Vec<RawMember>) -> Box<[GroupMember]> {
+    let n = raw.iter().filter(|m| !m.user_name.is_empty()).count();
+    let mut members = Vec::with_capacity(n);
+    members.extend(
+        raw.into_iter()
+            .filter(|m| !m.user_name.is_empty())
+            .map(GroupMember::from_raw),
+    );
+    members.into_boxed_slice()
+}
+
 /// Path of a person's avatar (spec §6: `HeadImgUrl`), rebuilt from the seq and UserName.
 const ICON_PATH: &str = "/cgi-bin/mmwebwx-bin/webwxgeticon";
 /// Path of a group's avatar.
@@ -360,12 +374,7 @@ impl Contact {
             uin: raw.uin,
             kind,
             member_count: raw.member_count,
-            members: raw
-                .member_list
-                .into_iter()
-                .filter(|m| !m.user_name.is_empty())
-                .map(GroupMember::from_raw)
-                .collect(),
+            members: members_of(raw.member_list),
             owner_user_name: raw.chat_room_owner.into_boxed_str(),
             encry_chat_room_id: raw.encry_chat_room_id.into_boxed_str(),
             user_name: raw.user_name.into_boxed_str(),
@@ -519,7 +528,6 @@ impl ContactBook {
         }
         // A list may name a contact twice; the later entry is merged over the earlier one.
         added.sort_by(|a, b| a.user_name.cmp(&b.user_name));
-        self.contacts.reserve_exact(added.len());
         let mut merged: Vec<Contact> = Vec::with_capacity(self.contacts.len() + added.len());
         let mut old = std::mem::take(&mut self.contacts).into_iter().peekable();
         for c in added {
@@ -982,6 +990,18 @@ mod tests {
             self_user().head_img_url(),
             format!("/cgi-bin/mmwebwx-bin/webwxgeticon?seq=1264610125&username={SELF}")
         );
+    }
+
+    #[test]
+    fn group_members_skip_nameless_entries() {
+        let g = contact(
+            r#"{"UserName":"@@g","NickName":"G","MemberCount":3,"MemberList":[
+                {"UserName":"@a","NickName":"A"},{"UserName":"","NickName":"ghost"},
+                {"UserName":"@b","DisplayName":"Bee"}]}"#,
+        );
+        let names: Vec<&str> = g.members.iter().map(|m| &*m.user_name).collect();
+        assert_eq!(names, ["@a", "@b"]);
+        assert_eq!(g.members[1].name(), "Bee");
     }
 
     #[test]

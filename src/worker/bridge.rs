@@ -113,6 +113,14 @@ fn queued<R: Report>(r: &R) -> (&'static str, serde_json::Value) {
     (R::ACTION, r.to_data())
 }
 
+/// Sleeps until `deadline`; never ends without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Message reports gathered before a group commit is forced (bounds memory and the time the
 /// first of them waits).
 const MAX_BATCH: usize = 256;
@@ -161,8 +169,9 @@ impl Bridge {
     ) -> BridgeEnd {
         // The delivery task outlives one login; this login takes its acks while it runs.
         let mut acks = acks.lock().await;
-        let mut flush = tokio::time::interval(self.settings.contact_batch);
-        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed only while contact changes wait for their batch: an idle session keeps no
+        // timer (with a thousand workers on a machine every periodic wake-up costs).
+        let mut flush_at: Option<tokio::time::Instant> = None;
         let mut end = BridgeEnd::default();
         loop {
             tokio::select! {
@@ -176,7 +185,8 @@ impl Bridge {
                         self.commit_batch().await;
                     }
                 }
-                _ = flush.tick() => {
+                () = sleep_until(flush_at), if flush_at.is_some() => {
+                    flush_at = None;
                     self.commit_batch().await;
                     self.flush_updates().await;
                 }
@@ -187,6 +197,11 @@ impl Bridge {
                     }
                 }
             }
+            flush_at = match flush_at {
+                _ if self.updates.is_empty() => None,
+                None => Some(tokio::time::Instant::now() + self.settings.contact_batch),
+                armed => armed,
+            };
         }
         self.commit_batch().await;
         if self.logged_in.is_some() {

@@ -122,8 +122,12 @@ impl Session<'_> {
         if let Err(e) = self.client.status_notify().await {
             tracing::warn!(error = %e, "webwxstatusnotify failed; continuing");
         }
-        let mut book = ContactBook::new(Contact::from_raw(init.user.clone(), &init.user.user_name));
-        self.merge_init(&mut book, &init);
+        // Consumed here: the raw webwxinit answer (hundreds of KiB with its member lists) must
+        // not live on in this future for the whole session.
+        let InitData { user, contacts, .. } = init;
+        let me = user.user_name.clone();
+        let mut book = ContactBook::new(Contact::from_raw(user, &me));
+        Self::merge_init(&mut book, contacts);
         match self
             .retrying("webwxgetcontact", async |c: &WebClient| {
                 c.get_contacts().await
@@ -429,13 +433,14 @@ impl Session<'_> {
         }
     }
 
-    fn merge_init(&self, book: &mut ContactBook, init: &InitData) {
+    fn merge_init(book: &mut ContactBook, contacts: Vec<RawContact>) {
         let me = book.self_user().user_name.to_string();
-        for raw in &init.contacts {
-            if raw.user_name != me {
-                book.upsert(Contact::from_raw(raw.clone(), &me));
-            }
-        }
+        book.upsert_all(
+            contacts
+                .into_iter()
+                .filter(|raw| raw.user_name != me)
+                .map(|raw| Contact::from_raw(raw, &me)),
+        );
     }
 
     /// Fetches full member lists for groups that lack them, 50 groups per request. `only`
@@ -508,7 +513,7 @@ impl Session<'_> {
                 }
                 SyncStep::Reinit(init) => {
                     if let Some(mut book) = self.book.take() {
-                        self.merge_init(&mut book, &init);
+                        Self::merge_init(&mut book, init.contacts);
                         let snapshot = Arc::new(book.clone());
                         self.book = Some(book);
                         self.emit(WorkerEvent::ContactsReloaded(snapshot)).await;
@@ -982,18 +987,20 @@ fn with_mentions(
 }
 
 /// The last N message ids, to drop re-deliveries (the server re-sends after a stale key).
+/// Starts empty and grows with the ids seen (an idle session sees few), up to `cap`; each id is
+/// stored once, shared by the set and the order.
 struct RecentIds {
     cap: usize,
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
 }
 
 impl RecentIds {
     fn new(cap: usize) -> RecentIds {
         RecentIds {
             cap,
-            order: VecDeque::with_capacity(cap),
-            set: HashSet::with_capacity(cap),
+            order: VecDeque::new(),
+            set: HashSet::new(),
         }
     }
 
@@ -1005,21 +1012,27 @@ impl RecentIds {
         if self.set.contains(id) {
             return false;
         }
-        if self.order.len() == self.cap
+        if self.order.len() >= self.cap
             && let Some(old) = self.order.pop_front()
         {
             self.set.remove(&old);
         }
-        self.order.push_back(id.to_owned());
-        self.set.insert(id.to_owned());
+        let id: Arc<str> = Arc::from(id);
+        self.order.push_back(id.clone());
+        self.set.insert(id);
         true
     }
 
     /// Makes `id` count as new again (its events were not kept).
     fn forget(&mut self, id: &str) {
         if self.set.remove(id) {
-            self.order.retain(|o| o != id);
+            self.order.retain(|o| &**o != id);
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -1042,6 +1055,26 @@ mod tests {
         assert!(r.insert("3"), "a forgotten id is new again");
         r.forget("never seen");
         assert!(!r.insert("1"));
+    }
+
+    #[test]
+    fn recent_ids_stay_within_the_bound() {
+        let mut r = RecentIds::new(100);
+        assert_eq!(r.len(), 0);
+        for i in 0..1000 {
+            assert!(r.insert(&i.to_string()));
+            assert_eq!(r.len(), (i + 1).min(100));
+            assert_eq!(r.set.len(), r.len(), "set and order hold the same ids");
+        }
+        // The newest 100 are remembered, the older ones forgotten.
+        assert!(!r.insert("999"));
+        assert!(!r.insert("900"));
+        assert!(r.insert("899"));
+        assert_eq!(r.len(), 100);
+        assert!(
+            r.set.capacity() < 1000,
+            "grows only as far as the bound needs"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! WeChat only if it answers `exit_wechat`.
 //!
 //! For the supervisor's status page and metrics the worker also sends a compact
-//! [`WorkerMessage::Stats`] line every [`STATS_EVERY`] when a counter changed (an idle session
-//! sends nothing new), and keeps the QR code being shown in `sessions/<id>/qr.png` (written
+//! [`WorkerMessage::Stats`] line when a counter changed, at most one per [`STATS_EVERY`] (an
+//! idle session sends nothing new and keeps no timer for it), and keeps the QR code being shown in `sessions/<id>/qr.png` (written
 //! atomically: temp file + rename; removed once online), which the admin API serves.
 
 use super::bridge::{Bridge, BridgeSettings, Ipc, Outbox};
@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How often the worker looks at its counters and sends them if they changed.
+/// The least time between two stats lines (changes meanwhile ride along in the next).
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a waiting session's current QR code is kept for the admin API.
@@ -188,28 +188,59 @@ fn current_stats(
     }
 }
 
-/// Sends the counters every [`STATS_EVERY`] when they changed, and once more when stopped.
+/// Sends the counters when they changed, and once more when stopped.
 async fn send_stats(
     spool: Arc<std::sync::Mutex<Spool>>,
     delivery: Arc<delivery::DeliveryHandle>,
     ipc: Ipc,
     stop: CancellationToken,
 ) {
+    coalesce_stats(
+        crate::stats::changes(),
+        || current_stats(&spool, &delivery),
+        |s| ipc(WorkerMessage::Stats(s)),
+        &stop,
+    )
+    .await;
+}
+
+/// Sends what `read` returns whenever it differs from what was sent last, at most one line
+/// per [`STATS_EVERY`]: a signal on `changes` wakes the task, which sends at once when the last
+/// line is older than that (an idle session's synccheck makes one line and no extra wake-up),
+/// else waits out the rest of it so that a burst of changes makes one line. While nothing
+/// changes no timer is armed: a thousand idle workers each waking every few seconds to compare
+/// counters cost more CPU than the sessions themselves.
+async fn coalesce_stats(
+    changes: &tokio::sync::Notify,
+    mut read: impl FnMut() -> WorkerStats,
+    mut send: impl FnMut(WorkerStats),
+    stop: &CancellationToken,
+) {
     let mut sent = WorkerStats::default();
-    let mut ticker = tokio::time::interval(STATS_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent_at: Option<tokio::time::Instant> = None;
     loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            () = stop.cancelled() => true,
-        };
-        let now = current_stats(&spool, &delivery);
+        // Registered before the snapshot, so a change right after it still wakes us.
+        let changed = changes.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let now = read();
         if now != sent {
-            ipc(WorkerMessage::Stats(now.clone()));
+            send(now.clone());
             sent = now;
+            sent_at = Some(tokio::time::Instant::now());
         }
-        if stopping {
+        if stop.is_cancelled() {
             return;
+        }
+        tokio::select! {
+            () = changed => {}
+            () = stop.cancelled() => continue,
+        }
+        if let Some(at) = sent_at.filter(|at| at.elapsed() < STATS_EVERY) {
+            tokio::select! {
+                () = tokio::time::sleep_until(at + STATS_EVERY) => {}
+                () = stop.cancelled() => {}
+            }
         }
     }
 }
@@ -360,5 +391,97 @@ async fn drain_logout(control: &ControlClient, wxid: &str, machine_id: &str) -> 
             tracing::warn!("the control plane did not answer the shutdown logout in time");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::sync::Notify;
+
+    fn stats(messages_in: u64) -> WorkerStats {
+        WorkerStats {
+            messages_in,
+            ..WorkerStats::default()
+        }
+    }
+
+    /// Lets the spawned task run until it waits again (time is paused: nothing else moves).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_go_out_once_per_burst_and_never_while_idle() {
+        let changes: &'static Notify = Box::leak(Box::new(Notify::new()));
+        let value = Arc::new(Mutex::new(stats(1)));
+        let reads = Arc::new(Mutex::new(0u32));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let task = {
+            let (value, reads, lines, stop) =
+                (value.clone(), reads.clone(), lines.clone(), stop.clone());
+            tokio::spawn(async move {
+                coalesce_stats(
+                    changes,
+                    || {
+                        *reads.lock().unwrap() += 1;
+                        value.lock().unwrap().clone()
+                    },
+                    |s| lines.lock().unwrap().push(s),
+                    &stop,
+                )
+                .await
+            })
+        };
+        settle().await;
+        assert_eq!(*lines.lock().unwrap(), vec![stats(1)], "the first counters");
+
+        // An hour of nothing: not one look at the counters (no timer).
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        settle().await;
+        assert_eq!(*reads.lock().unwrap(), 1);
+        assert_eq!(lines.lock().unwrap().len(), 1);
+
+        // A change after a quiet spell goes out at once.
+        *value.lock().unwrap() = stats(2);
+        changes.notify_waiters();
+        settle().await;
+        assert_eq!(lines.lock().unwrap().last(), Some(&stats(2)));
+        assert_eq!(lines.lock().unwrap().len(), 2);
+
+        // Changes right after it wait out STATS_EVERY since that line, and make one line.
+        tokio::time::advance(STATS_EVERY / 4).await;
+        *value.lock().unwrap() = stats(3);
+        changes.notify_waiters();
+        settle().await;
+        tokio::time::advance(STATS_EVERY / 4).await;
+        *value.lock().unwrap() = stats(4);
+        changes.notify_waiters();
+        settle().await;
+        assert_eq!(lines.lock().unwrap().len(), 2, "coalescing: nothing yet");
+        tokio::time::advance(STATS_EVERY / 2 - Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(lines.lock().unwrap().len(), 2, "coalescing: nothing yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(lines.lock().unwrap().last(), Some(&stats(4)));
+        assert_eq!(lines.lock().unwrap().len(), 3);
+
+        // A signal without a change sends nothing.
+        tokio::time::advance(STATS_EVERY * 2).await;
+        changes.notify_waiters();
+        settle().await;
+        assert_eq!(lines.lock().unwrap().len(), 3);
+
+        // Stopping sends what changed since, at once.
+        *value.lock().unwrap() = stats(5);
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(lines.lock().unwrap().last(), Some(&stats(5)));
+        assert_eq!(lines.lock().unwrap().len(), 4);
     }
 }
