@@ -2,7 +2,11 @@
 //! (mode `websocket`), a client sends the same request envelopes as text frames; each is
 //! recorded in the same ledger as `POST /wehub/callback` (with `transport: "websocket"`) and
 //! answered with the same ack frame, plus the frame's own `event_id` echoed at the top level so
-//! the client can match the answer to its request. Tasks are pushed at any time: a queued pull
+//! the client can match the answer to its request (mode `ws_no_echo` leaves it out, as a stock
+//! server would). Frames are read as they come, so a client may send several before the first
+//! is answered; answers go out in the order of the frames, each `delay_ms` after its frame
+//! arrived (as over HTTP), and `max_unanswered` on the connection shows how many frames were
+//! ever waiting for their answers at once — whether the client really sent ahead. Tasks are pushed at any time: a queued pull
 //! task goes out alone as a `pull_task_ack` frame (a `report_task_result` is due), queued reply
 //! tasks together as a `common_ack` frame without an `event_id`.
 //!
@@ -65,6 +69,10 @@ pub struct Connection {
     pub last_heartbeat_ms: Option<u64>,
     /// Frames the server pushed unasked (tasks).
     pub pushed: u64,
+    /// The most request frames received and not yet answered at one time (1 for a client that
+    /// waits for each answer; more for one that sends ahead, seen when `delay_ms` holds the
+    /// answers back).
+    pub max_unanswered: u64,
     #[serde(skip)]
     tx: Option<mpsc::UnboundedSender<Outgoing>>,
 }
@@ -93,6 +101,7 @@ impl Registry {
             heartbeats: 0,
             last_heartbeat_ms: None,
             pushed: 0,
+            max_unanswered: 0,
             tx: Some(tx),
         });
         while self.connections.len() > MAX_CONNECTION_RECORDS {
@@ -214,8 +223,18 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
     let id = state.lock().ws.open(signature_ok, tx);
     tracing::debug!(id, "control-plane websocket open");
     let (mut sink, mut stream) = socket.split();
+    // Answers held back by `delay_ms`, in frame order, each with when it is due.
+    let mut held: VecDeque<(tokio::time::Instant, Value)> = VecDeque::new();
     let closed_by = loop {
+        let due = held.front().map(|(at, _)| *at);
         tokio::select! {
+            () = until(due) => {
+                if let Some((_, answer)) = held.pop_front()
+                    && sink.send(Message::Text(answer.to_string().into())).await.is_err()
+                {
+                    break "client";
+                }
+            }
             out = rx.recv() => match out {
                 Some(Outgoing::Frame(frame)) => {
                     if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
@@ -226,9 +245,16 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let answer = frame(&state, id, text.as_str());
-                    if sink.send(Message::Text(answer.to_string().into())).await.is_err() {
-                        break "client";
+                    let (answer, delay_ms) = frame(&state, id, text.as_str(), held.len() as u64);
+                    // Heartbeats are answered at once; other answers keep the frames' order.
+                    if delay_ms.is_none() || (delay_ms == Some(0) && held.is_empty()) {
+                        if sink.send(Message::Text(answer.to_string().into())).await.is_err() {
+                            break "client";
+                        }
+                    } else {
+                        let wait = std::time::Duration::from_millis(delay_ms.unwrap_or(0));
+                        let at = tokio::time::Instant::now() + wait;
+                        held.push_back((at, answer));
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -247,12 +273,22 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
     tracing::debug!(id, closed_by, "control-plane websocket closed");
 }
 
-/// Handles one text frame; returns the answer frame.
-fn frame(state: &WehubState, id: u64, text: &str) -> Value {
+async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one text frame, with `held` earlier answers not yet sent; returns the answer frame
+/// and how long to hold it back (the mode's `delay_ms`; `None`: a heartbeat, answered at once).
+fn frame(state: &WehubState, id: u64, text: &str, held: u64) -> (Value, Option<u64>) {
     let event_id = serde_json::from_str::<Value>(text)
         .ok()
         .and_then(|v| lenient_string(v.get("event_id")));
     let mut store = state.lock();
+    let (echo, delay_ms) = (!store.mode.ws_no_echo, Some(store.mode.delay_ms));
+    let event_id = event_id.filter(|_| echo);
     let envelope = match Envelope::parse(text.as_bytes()) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -260,19 +296,20 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
             if let Some(event_id) = event_id {
                 answer["event_id"] = Value::String(event_id);
             }
-            return answer;
+            return (answer, delay_ms);
         }
     };
     let signature_ok = {
         let Some(connection) = store.ws.get(id) else {
-            return ack("common_ack", json!({}));
+            return (ack("common_ack", json!({})), delay_ms);
         };
         if connection.wxid.is_none() && !envelope.wxid.is_empty() {
             connection.wxid = Some(envelope.wxid.clone());
         }
         connection.signature_ok
     };
-    let mut answer = if envelope.action == "heartbeat" {
+    let heartbeat = envelope.action == "heartbeat";
+    let mut answer = if heartbeat {
         if let Some(connection) = store.ws.get(id) {
             connection.heartbeats += 1;
             connection.last_heartbeat_ms = Some(now_ms());
@@ -281,6 +318,7 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
     } else {
         if let Some(connection) = store.ws.get(id) {
             connection.frames += 1;
+            connection.max_unanswered = connection.max_unanswered.max(held + 1);
         }
         let mode = store.mode.clone();
         let mut record = RequestRecord {
@@ -313,5 +351,5 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
     if let Some(event_id) = event_id {
         answer["event_id"] = Value::String(event_id);
     }
-    answer
+    (answer, delay_ms.filter(|_| !heartbeat))
 }
