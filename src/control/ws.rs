@@ -248,7 +248,9 @@ impl WsSender {
         };
         let mut envelope = self.control.envelope(act, wxid, data);
         envelope.event_id = Some(event_id.to_owned());
-        let text = String::from_utf8_lossy(&envelope.to_body()).into_owned();
+        // Serialised JSON is UTF-8; the lossy path is only a guard.
+        let text = String::from_utf8(envelope.to_body())
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         tracing::trace!(action = act, frame = %text, "control-plane frame");
         let (tx, rx) = oneshot::channel();
         let outbound = Outbound {

@@ -283,13 +283,22 @@ async fn until(due: Option<tokio::time::Instant>) {
 /// Handles one text frame, with `held` earlier answers not yet sent; returns the answer frame
 /// and how long to hold it back (the mode's `delay_ms`; `None`: a heartbeat, answered at once).
 fn frame(state: &WehubState, id: u64, text: &str, held: u64) -> (Value, Option<u64>) {
-    let event_id = serde_json::from_str::<Value>(text)
+    // Read once: the id, then the envelope (a frame is parsed outside the store's lock).
+    let parsed = if text.bytes().all(|b| b.is_ascii_whitespace()) {
+        Err(super::envelope::EnvelopeError::Empty)
+    } else {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| super::envelope::EnvelopeError::NotJson(e.to_string()))
+    };
+    let event_id = parsed
+        .as_ref()
         .ok()
         .and_then(|v| lenient_string(v.get("event_id")));
+    let parsed = parsed.and_then(Envelope::from_value);
     let mut store = state.lock();
     let (echo, delay_ms) = (!store.mode.ws_no_echo, Some(store.mode.delay_ms));
     let event_id = event_id.filter(|_| echo);
-    let envelope = match Envelope::parse(text.as_bytes()) {
+    let mut envelope = match parsed {
         Ok(envelope) => envelope,
         Err(error) => {
             let mut answer = json!({"error_code": 1, "error_reason": error.to_string(), "ack_type": "common_ack", "data": {}});
@@ -330,7 +339,8 @@ fn frame(state: &WehubState, id: u64, text: &str, held: u64) -> (Value, Option<u
             appid: envelope.appid.clone(),
             wxid: envelope.wxid.clone(),
             client_session: envelope.client_session.clone(),
-            data: envelope.data.clone(),
+            // Moved in after the answer: `respond` reads the envelope's.
+            data: Value::Null,
             event_id: event_id.clone(),
             timestamp: None,
             signature: None,
@@ -342,6 +352,7 @@ fn frame(state: &WehubState, id: u64, text: &str, held: u64) -> (Value, Option<u
         };
         let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
         record.duplicate = duplicate;
+        record.data = std::mem::take(&mut envelope.data);
         tracing::debug!(action = %record.action, wxid = %record.wxid, "control-plane websocket frame");
         store.record_request(record);
         answer
