@@ -225,9 +225,13 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
     let (mut sink, mut stream) = socket.split();
     // Answers held back by `delay_ms`, in frame order, each with when it is due.
     let mut held: VecDeque<(tokio::time::Instant, Value)> = VecDeque::new();
+    // Answers written but not flushed: flushed once no frame is waiting to be read, so a
+    // client that sends ahead gets its answers in few writes.
+    let mut unflushed = false;
     let closed_by = loop {
         let due = held.front().map(|(at, _)| *at);
         tokio::select! {
+            biased;
             () = until(due) => {
                 if let Some((_, answer)) = held.pop_front()
                     && sink.send(Message::Text(answer.to_string().into())).await.is_err()
@@ -248,9 +252,10 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
                     let (answer, delay_ms) = frame(&state, id, text.as_str(), held.len() as u64);
                     // Heartbeats are answered at once; other answers keep the frames' order.
                     if delay_ms.is_none() || (delay_ms == Some(0) && held.is_empty()) {
-                        if sink.send(Message::Text(answer.to_string().into())).await.is_err() {
+                        if sink.feed(Message::Text(answer.to_string().into())).await.is_err() {
                             break "client";
                         }
+                        unflushed = true;
                     } else {
                         let wait = std::time::Duration::from_millis(delay_ms.unwrap_or(0));
                         let at = tokio::time::Instant::now() + wait;
@@ -267,6 +272,13 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
                 // Pings are answered by the library.
                 Some(Ok(_)) => {}
             },
+            // Last: reached only when nothing above is ready.
+            () = std::future::ready(()), if unflushed => {
+                unflushed = false;
+                if sink.flush().await.is_err() {
+                    break "client";
+                }
+            }
         }
     };
     state.lock().ws.closed(id, closed_by);
