@@ -541,6 +541,143 @@ mod endpoint {
             .expect("json")
     }
 
+    /// The delivery task and the link in-process, against the reference control plane: with
+    /// the window on, reports go out ahead of their answers and arrive in spool order; a
+    /// damaged report in the middle of the spool stops delivery exactly there (everything
+    /// before it delivered and acked, nothing after it sent), as one report at a time would.
+    #[tokio::test]
+    async fn window_delivers_up_to_a_damaged_report_in_order() {
+        use std::sync::{Arc, Mutex};
+        use wxagent::control::delivery::{self, DeliveryPolicy};
+        use wxagent::control::spool::{Spool, SpoolLimits};
+        use wxagent::control::ws::{LinkState, WsLink, WsPolicy};
+        use wxagent::control::{ControlClient, WebSocketExtension};
+
+        let (addr, _state, stop) = start(Mode {
+            delay_ms: 1,
+            ..Mode::default()
+        })
+        .await;
+        let cfg = wxagent::config::ControlConfig {
+            callback_url: Some(url::Url::parse(&format!("http://{addr}/wehub/callback")).unwrap()),
+            upload_url: None,
+            appid: "app".into(),
+            secret_key: None,
+            poll_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            sign_requests: false,
+            ws_window: 16,
+        };
+        let control = ControlClient::new(&cfg, "m".into()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 30,
+            max_events: 1_000_000,
+        };
+        let mut spool = Spool::open(dir.path(), "sw", limits).unwrap();
+        let batch: Vec<_> = (1..=300)
+            .map(|n| {
+                let data =
+                    json!({"msg": {"msg_id": format!("m{n}"), "msg": format!("report #{n:05}")}});
+                ("report_new_msg".to_owned(), "w1".to_owned(), data)
+            })
+            .collect();
+        spool.append_batch(&batch).unwrap();
+        // Damage report 200 on disk after the spool was opened (one byte of its text).
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .expect("a segment");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let needle = b"report #00200";
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("report 200 on disk");
+        bytes[at + 8] ^= 0x01;
+        std::fs::write(&segment, bytes).unwrap();
+
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (tasks, _pushed) = tokio::sync::mpsc::channel(16);
+        let ext = WebSocketExtension {
+            ws_url: format!("ws://{addr}/wehub/ws"),
+            heartbeat_interval: Duration::from_secs(30),
+        };
+        let link = WsLink::start(
+            control.clone(),
+            &ext,
+            "w1".into(),
+            tasks,
+            cancel.clone(),
+            WsPolicy::default(),
+        )
+        .unwrap();
+        let mut state = link.state();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !matches!(*state.borrow_and_update(), LinkState::Open { .. }) {
+                state.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the socket opens");
+        let spool = Arc::new(Mutex::new(spool));
+        let (handle, mut acks) = delivery::start_with(
+            spool.clone(),
+            control,
+            Arc::new(tokio::sync::Notify::new()),
+            cancel.clone(),
+            DeliveryPolicy {
+                ws_window: 16,
+                ..DeliveryPolicy::default()
+            },
+        );
+        handle.route_over(Some(link.sender()));
+        // One ack per delivered report, in spool order.
+        for n in 1..=199 {
+            let ack = tokio::time::timeout(Duration::from_secs(30), acks.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the ack of report {n} in time"))
+                .expect("the ack channel is open");
+            assert!(ack.is_ok(), "report {n}: {ack:?}");
+        }
+        let error = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(e) = handle.stats().last_error {
+                    return e;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the damage reported");
+        assert!(error.contains("corrupt"), "{error}");
+        assert_eq!(handle.stats().delivered, 199);
+        assert_eq!(spool.lock().unwrap().len(), 101, "report 200 on stays");
+
+        let ledger = get_json(format!("http://{addr}/__cp/requests?action=report_new_msg")).await;
+        let seen: Vec<String> = ledger["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let expected: Vec<String> = (1..=199).map(|n| format!("sw:{n}")).collect();
+        assert_eq!(
+            seen, expected,
+            "each once, in order, nothing after the damage"
+        );
+        let ws = get_json(format!("http://{addr}/__cp/ws")).await;
+        let most = ws["connections"][0]["max_unanswered"].as_u64().unwrap();
+        assert!(
+            (2..=16).contains(&most),
+            "frames unanswered at once: {most}"
+        );
+        cancel.cancel();
+        handle.join().await;
+        stop.cancel();
+    }
+
     #[tokio::test]
     async fn frames_are_answered_with_their_event_id_and_tasks_are_pushed() {
         let (addr, _state, stop) = start(Mode::default()).await;

@@ -362,7 +362,7 @@ impl Delivery {
         slow: &mut Backoff,
     ) -> Window {
         let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(window);
-        // After a refill error the window only drains; the next pass reports the error.
+        // After a refill error the window only drains; the next pass looks again.
         let mut refill = true;
         let mut delivered = false;
         loop {
@@ -370,10 +370,16 @@ impl Delivery {
             let room = window - in_flight.len();
             if refill && room >= window.div_ceil(2) && ws.pipelining() == Some(connection) {
                 let after = in_flight.back().map_or(0, |f| f.seq);
-                let entries = match self
+                let mut read = self
                     .with_spool_quick(move |s| s.peek_after(after, room))
-                    .await
-                {
+                    .await;
+                if matches!(read, Some(Err(_))) {
+                    // Damage somewhere in the range: what precedes it still goes out, one
+                    // report per pass, as the one-at-a-time path would send it.
+                    refill = false;
+                    read = self.with_spool_quick(move |s| s.peek_after(after, 1)).await;
+                }
+                let entries = match read {
                     None => return Window::Stopped,
                     Some(Ok(entries)) => entries,
                     Some(Err(e)) if in_flight.is_empty() => {
@@ -383,10 +389,7 @@ impl Delivery {
                         ));
                         return self.abandon(failure, None, slow.next_delay()).await;
                     }
-                    Some(Err(_)) => {
-                        refill = false;
-                        Vec::new()
-                    }
+                    Some(Err(_)) => Vec::new(),
                 };
                 for entry in entries {
                     let (seq, event_id, action) = (entry.seq, entry.event_id, entry.action);
