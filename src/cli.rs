@@ -180,6 +180,11 @@ pub struct BenchCommon {
     /// Keep the temporary directory (configs, state, logs) for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// Offer WebSocket mode (spec A.8) in login_ack, so reports go over one socket per
+    /// session (the reference control plane echoes event ids: frames are sent ahead of their
+    /// answers, up to `[control] ws_window`). Default: HTTP, one report per request.
+    #[arg(long)]
+    pub websocket: bool,
 }
 
 #[derive(Debug, Subcommand)]

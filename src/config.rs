@@ -96,6 +96,9 @@ pub struct ControlConfig {
     pub timeout: Duration,
     /// `[control] sign_requests`; default false.
     pub sign_requests: bool,
+    /// `[control] ws_window`; default 64, 1..=1024: report frames sent ahead of their answers
+    /// on a WebSocket whose server echoes event ids.
+    pub ws_window: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +185,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("control", "poll_interval"),
     ("control", "timeout"),
     ("control", "sign_requests"),
+    ("control", "ws_window"),
     ("wechat", "login_url"),
     ("wechat", "desktop_mode"),
     ("wechat", "request_timeout"),
@@ -211,6 +215,8 @@ const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_HEALTHZ_MAX_SYNC_AGE: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[control] ws_window` when unset.
+pub const DEFAULT_WS_WINDOW: usize = 64;
 const DEFAULT_LOGIN_URL: &str = "https://login.wx.qq.com";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
@@ -443,6 +449,7 @@ impl Config {
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 timeout: DEFAULT_CONTROL_TIMEOUT,
                 sign_requests: false,
+                ws_window: DEFAULT_WS_WINDOW,
             },
             wechat: WechatConfig {
                 login_url: Url::parse(DEFAULT_LOGIN_URL).expect("built-in login URL is valid"),
@@ -536,6 +543,7 @@ impl Config {
                 ("poll_interval", duration_text(c.poll_interval)),
                 ("timeout", duration_text(c.timeout)),
                 ("sign_requests", c.sign_requests.to_string()),
+                ("ws_window", c.ws_window.to_string()),
             ],
         );
         section(
@@ -816,6 +824,8 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
         .set(&mut control.poll_interval);
     r.take("control", "timeout", duration(Floor::AboveZero))
         .set(&mut control.timeout);
+    r.take("control", "ws_window", ws_window)
+        .set(&mut control.ws_window);
     if matches!(sign, Got::Valid(true)) && matches!(secret, Got::Absent | Got::Valid(None)) {
         r.problem(
             "control",
@@ -1127,6 +1137,22 @@ fn count(value: &Value) -> Result<u32, String> {
         None => Err(format!("expected a whole number ≥ 1, got {}", shown(value))),
         Some(n) if n < 1 => Err(format!("must be at least 1, got {n}")),
         Some(n) => u32::try_from(n).map_err(|_| format!("must be at most {}, got {n}", u32::MAX)),
+    }
+}
+
+/// `[control] ws_window`: 1 to the most frames a link keeps waiting
+/// ([`MAX_WINDOW`](crate::control::ws::MAX_WINDOW)).
+fn ws_window(value: &Value) -> Result<usize, String> {
+    let max = crate::control::ws::MAX_WINDOW;
+    match value.as_integer() {
+        None => Err(format!(
+            "expected a whole number from 1 to {max}, got {}",
+            shown(value)
+        )),
+        Some(n) if n < 1 || n > max as i64 => Err(format!(
+            "must be from 1 (one report at a time) to {max}, got {n}"
+        )),
+        Some(n) => Ok(n as usize),
     }
 }
 
@@ -1668,6 +1694,30 @@ mod tests {
         let p = problem("[pacing]\nburst = 5000000000\n");
         assert!(
             p.ends_with("must be at most 4294967295, got 5000000000"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn ws_window_is_one_to_the_link_limit() {
+        assert_eq!(valid("").control.ws_window, 64);
+        assert_eq!(valid("[control]\nws_window = 1\n").control.ws_window, 1);
+        assert_eq!(
+            valid("[control]\nws_window = 1024\n").control.ws_window,
+            1024
+        );
+        for bad in ["0", "-1", "1025"] {
+            let p = problem(&format!("[control]\nws_window = {bad}\n"));
+            assert_eq!(
+                p,
+                format!(
+                    "{ORIGIN}: [control] ws_window: must be from 1 (one report at a time) to 1024, got {bad}"
+                )
+            );
+        }
+        let p = problem("[control]\nws_window = \"64\"\n");
+        assert!(
+            p.ends_with("expected a whole number from 1 to 1024, got \"64\""),
             "{p}"
         );
     }

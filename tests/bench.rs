@@ -112,7 +112,30 @@ fn throughput_counts_every_report() {
             "{run}"
         );
         assert_summary(&run["latency_ms"], 200);
+        assert!(run["websocket_frames"].is_null(), "{run}");
     }
+    assert_eq!(r["transport"], "http");
+}
+
+/// `--websocket`: the same burst goes over the sessions' sockets (the control plane counted a
+/// frame per report), and the JSON says so.
+#[test]
+fn throughput_over_websocket() {
+    let r = bench(&[
+        "throughput",
+        "--sessions",
+        "2",
+        "--messages",
+        "200",
+        "--websocket",
+    ]);
+    assert_eq!(r["transport"], "websocket");
+    let run = &r["throughput"][0];
+    assert_eq!(run["reported"], 200, "{run}");
+    assert!(
+        run["websocket_frames"].as_u64() >= Some(200),
+        "every report went over a socket: {run}"
+    );
 }
 
 #[test]

@@ -107,6 +107,7 @@ impl TestServer {
             poll_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(20),
             sign_requests: false,
+            ws_window: 64,
         }
     }
 
@@ -631,6 +632,7 @@ async fn connection_refused_is_retryable_and_names_no_url() {
         poll_interval: Duration::from_secs(5),
         timeout: Duration::from_secs(5),
         sign_requests: true,
+        ws_window: 64,
     };
     let client = ControlClient::new(&cfg, "m".into()).unwrap();
     let e = client

@@ -131,6 +131,7 @@ impl Server {
             poll_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             sign_requests: false,
+            ws_window: 64,
         };
         ControlClient::new(&cfg, "host_1".into()).unwrap()
     }
@@ -176,6 +177,7 @@ fn quick() -> DeliveryPolicy {
         slow_min_delay: Duration::from_millis(20),
         slow_max_delay: Duration::from_millis(50),
         ack_queue: 1000,
+        ..DeliveryPolicy::default()
     }
 }
 

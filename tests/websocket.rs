@@ -10,6 +10,10 @@
 //!   reported and pulled tasks run;
 //! - the server drops the socket mid-session: the worker reconnects, nothing is lost and the
 //!   order is kept;
+//! - with the reference control plane echoing event ids, a 2,000-report burst goes out with
+//!   frames sent ahead of their answers (the server's `max_unanswered` shows it) and arrives
+//!   complete and in order, also when the socket is dropped mid-burst; a server that echoes
+//!   nothing (mode `ws_no_echo`) never has more than one frame unanswered;
 //! - with mode `require_signature`, a whole session's callbacks, QR and media uploads,
 //!   WebSocket upgrade and frames verify (nothing is refused with 401).
 //!
@@ -275,6 +279,155 @@ fn dropped_websocket_reconnects_without_loss_or_reordering() {
     );
 }
 
+/// Queues `count` texts from Bob at once; returns their msg_ids in inject order.
+fn burst(sim: &Sim, uin: u64, count: usize, text: &str) -> Vec<String> {
+    let r = sim.post(
+        &format!("/__sim/sessions/{uin}/burst"),
+        json!({"count": count, "from": "Bob", "text": text}),
+    );
+    r["msg_ids"]
+        .as_array()
+        .expect("msg_ids")
+        .iter()
+        .map(|id| id.as_str().expect("a msg_id").to_owned())
+        .collect()
+}
+
+/// The ledger's `report_new_msg` records of these msg_ids, in arrival order.
+fn records_of(sim: &Sim, wxid: &str, ids: &[String]) -> Vec<Value> {
+    let ours: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    requests_of(sim, "report_new_msg", wxid)
+        .into_iter()
+        .filter(|r| r["status"] == 200)
+        .filter(|r| {
+            r["data"]["msg"]["msg_id"]
+                .as_str()
+                .is_some_and(|id| ours.contains(id))
+        })
+        .collect()
+}
+
+/// Waits until every one of `ids` reached the control plane; then checks that their first
+/// sightings came in inject order, each exactly once (repeats are marked duplicates), and
+/// returns every record of them.
+fn assert_first_sightings_in_order(sim: &Sim, wxid: &str, ids: &[String]) -> Vec<Value> {
+    let records = wait_until_within(
+        &format!("{} messages at the control plane", ids.len()),
+        Duration::from_secs(180),
+        || {
+            let records = records_of(sim, wxid, ids);
+            let seen: std::collections::HashSet<&str> = records
+                .iter()
+                .filter_map(|r| r["data"]["msg"]["msg_id"].as_str())
+                .collect();
+            (seen.len() == ids.len()).then_some(records)
+        },
+    );
+    let first: Vec<&str> = records
+        .iter()
+        .filter(|r| r["duplicate"] == false)
+        .filter_map(|r| r["data"]["msg"]["msg_id"].as_str())
+        .collect();
+    let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert!(
+        first == expected,
+        "first sightings: {} records, the first out of place at {:?}",
+        first.len(),
+        first.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    records
+}
+
+/// With the window on (the reference control plane echoes event ids), a burst into one session
+/// arrives complete, in order, each report once, over the socket — and the control plane saw
+/// frames sent ahead of their answers (it holds each answer back `delay_ms`, so a client that
+/// waits for every answer never has more than one unanswered), never more than the window.
+#[test]
+fn window_sends_ahead_and_keeps_order() {
+    let sim = Sim::start();
+    sim.set_mode(json!({"websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1}}));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (_sup, uin) = session(&sim, &cfg, "qs-window");
+    let wxid = uin.to_string();
+    wait_open_connection(&sim, &wxid, 1);
+    sim.set_mode(json!({"delay_ms": 2}));
+
+    let ids = burst(&sim, uin, 2000, "window");
+    let records = assert_first_sightings_in_order(&sim, &wxid, &ids);
+    assert_eq!(records.len(), ids.len(), "no report was sent twice");
+    assert!(records.iter().all(|r| r["transport"] == "websocket"));
+    let all = connections(&sim, &wxid);
+    assert_eq!(all.len(), 1, "one connection throughout: {all:?}");
+    let most = all[0]["max_unanswered"].as_u64().expect("max_unanswered");
+    assert!(
+        (2..=64).contains(&most),
+        "frames unanswered at once: {most} (1: no window; above 64: past the default ws_window)"
+    );
+}
+
+/// A socket dropped in the middle of a windowed burst: everything still arrives, and the
+/// first sighting of each report is still in inject order (what was in flight is sent again,
+/// from the first unanswered report on).
+#[test]
+fn window_survives_a_dropped_socket_mid_burst() {
+    let sim = Sim::start();
+    sim.set_mode(json!({"websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1}}));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (_sup, uin) = session(&sim, &cfg, "qs-wdrop");
+    let wxid = uin.to_string();
+    wait_open_connection(&sim, &wxid, 1);
+    // Slow answers keep the burst going long enough to cut it in the middle.
+    sim.set_mode(json!({"delay_ms": 2}));
+
+    let ids = burst(&sim, uin, 2000, "wdrop");
+    wait_until_within("part of the burst", Duration::from_secs(120), || {
+        (records_of(&sim, &wxid, &ids).len() >= 300).then_some(())
+    });
+    let dropped = sim.post("/__cp/ws/close", json!({"wxid": wxid}));
+    assert_eq!(dropped["dropped"], 1, "{dropped}");
+    let records = assert_first_sightings_in_order(&sim, &wxid, &ids);
+    let first = &connections(&sim, &wxid)[0];
+    assert_eq!(first["closed_by"], "dropped", "{first}");
+    assert!(
+        first["frames"].as_u64() < Some(2000),
+        "the drop came before the end of the burst: {first}"
+    );
+    assert!(
+        first["max_unanswered"].as_u64() >= Some(2),
+        "the window was open when the socket dropped: {first}"
+    );
+    wait_open_connection(&sim, &wxid, 2);
+    let last = records.last().expect("records");
+    assert_eq!(
+        last["data"]["msg"]["msg_id"].as_str(),
+        ids.last().map(String::as_str),
+        "the last report came last: {last}"
+    );
+}
+
+/// A server that echoes no event_id (as a stock one) gets one report frame at a time: answers
+/// are matched by order, so nothing may be sent ahead of them.
+#[test]
+fn no_echo_means_one_frame_in_flight() {
+    let sim = Sim::start();
+    sim.set_mode(json!({
+        "websocket": {"ws_url": ws_url(&sim), "heartbeat_interval": 1},
+        "ws_no_echo": true,
+    }));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (_sup, uin) = session(&sim, &cfg, "qs-noecho");
+    let wxid = uin.to_string();
+    wait_open_connection(&sim, &wxid, 1);
+    sim.set_mode(json!({"delay_ms": 5}));
+
+    let ids = burst(&sim, uin, 100, "noecho");
+    let records = assert_first_sightings_in_order(&sim, &wxid, &ids);
+    assert!(records.iter().all(|r| r["transport"] == "websocket"));
+    let all = connections(&sim, &wxid);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["max_unanswered"], 1, "{}", all[0]);
+}
+
 #[test]
 fn signed_requests_uploads_and_upgrades_verify_when_required() {
     let sim = Sim::start();
@@ -386,6 +539,143 @@ mod endpoint {
             .json()
             .await
             .expect("json")
+    }
+
+    /// The delivery task and the link in-process, against the reference control plane: with
+    /// the window on, reports go out ahead of their answers and arrive in spool order; a
+    /// damaged report in the middle of the spool stops delivery exactly there (everything
+    /// before it delivered and acked, nothing after it sent), as one report at a time would.
+    #[tokio::test]
+    async fn window_delivers_up_to_a_damaged_report_in_order() {
+        use std::sync::{Arc, Mutex};
+        use wxagent::control::delivery::{self, DeliveryPolicy};
+        use wxagent::control::spool::{Spool, SpoolLimits};
+        use wxagent::control::ws::{LinkState, WsLink, WsPolicy};
+        use wxagent::control::{ControlClient, WebSocketExtension};
+
+        let (addr, _state, stop) = start(Mode {
+            delay_ms: 1,
+            ..Mode::default()
+        })
+        .await;
+        let cfg = wxagent::config::ControlConfig {
+            callback_url: Some(url::Url::parse(&format!("http://{addr}/wehub/callback")).unwrap()),
+            upload_url: None,
+            appid: "app".into(),
+            secret_key: None,
+            poll_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            sign_requests: false,
+            ws_window: 16,
+        };
+        let control = ControlClient::new(&cfg, "m".into()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 30,
+            max_events: 1_000_000,
+        };
+        let mut spool = Spool::open(dir.path(), "sw", limits).unwrap();
+        let batch: Vec<_> = (1..=300)
+            .map(|n| {
+                let data =
+                    json!({"msg": {"msg_id": format!("m{n}"), "msg": format!("report #{n:05}")}});
+                ("report_new_msg".to_owned(), "w1".to_owned(), data)
+            })
+            .collect();
+        spool.append_batch(&batch).unwrap();
+        // Damage report 200 on disk after the spool was opened (one byte of its text).
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .expect("a segment");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let needle = b"report #00200";
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("report 200 on disk");
+        bytes[at + 8] ^= 0x01;
+        std::fs::write(&segment, bytes).unwrap();
+
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (tasks, _pushed) = tokio::sync::mpsc::channel(16);
+        let ext = WebSocketExtension {
+            ws_url: format!("ws://{addr}/wehub/ws"),
+            heartbeat_interval: Duration::from_secs(30),
+        };
+        let link = WsLink::start(
+            control.clone(),
+            &ext,
+            "w1".into(),
+            tasks,
+            cancel.clone(),
+            WsPolicy::default(),
+        )
+        .unwrap();
+        let mut state = link.state();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !matches!(*state.borrow_and_update(), LinkState::Open { .. }) {
+                state.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the socket opens");
+        let spool = Arc::new(Mutex::new(spool));
+        let (handle, mut acks) = delivery::start_with(
+            spool.clone(),
+            control,
+            Arc::new(tokio::sync::Notify::new()),
+            cancel.clone(),
+            DeliveryPolicy {
+                ws_window: 16,
+                ..DeliveryPolicy::default()
+            },
+        );
+        handle.route_over(Some(link.sender()));
+        // One ack per delivered report, in spool order.
+        for n in 1..=199 {
+            let ack = tokio::time::timeout(Duration::from_secs(30), acks.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the ack of report {n} in time"))
+                .expect("the ack channel is open");
+            assert!(ack.is_ok(), "report {n}: {ack:?}");
+        }
+        let error = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(e) = handle.stats().last_error {
+                    return e;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the damage reported");
+        assert!(error.contains("corrupt"), "{error}");
+        assert_eq!(handle.stats().delivered, 199);
+        assert_eq!(spool.lock().unwrap().len(), 101, "report 200 on stays");
+
+        let ledger = get_json(format!("http://{addr}/__cp/requests?action=report_new_msg")).await;
+        let seen: Vec<String> = ledger["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let expected: Vec<String> = (1..=199).map(|n| format!("sw:{n}")).collect();
+        assert_eq!(
+            seen, expected,
+            "each once, in order, nothing after the damage"
+        );
+        let ws = get_json(format!("http://{addr}/__cp/ws")).await;
+        let most = ws["connections"][0]["max_unanswered"].as_u64().unwrap();
+        assert!(
+            (2..=16).contains(&most),
+            "frames unanswered at once: {most}"
+        );
+        cancel.cancel();
+        handle.join().await;
+        stop.cancel();
     }
 
     #[tokio::test]

@@ -127,12 +127,22 @@ impl Lab {
         let config = dir.join("wxagent.toml");
         std::fs::write(&config, config_text(&base, &dir, common, max_sessions))
             .context("writing the supervisor config")?;
+        let api = Api { http, base };
+        if common.websocket {
+            let ws_url = format!("{}/wehub/ws", api.base.replacen("http://", "ws://", 1));
+            api.post(
+                "/__cp/mode",
+                &json!({"websocket": {"ws_url": ws_url, "heartbeat_interval": 30}}),
+            )
+            .await
+            .context("offering websocket mode")?;
+        }
         Ok(Lab {
             common: common.clone(),
             exe: exe.to_owned(),
             dir,
             sim,
-            api: Api { http, base },
+            api,
             config,
             max_sessions,
             agent: None,
@@ -366,6 +376,43 @@ impl Lab {
         }
     }
 
+    /// With `--websocket`: waits until every session has its socket open (a restart opens new
+    /// ones), so what is measured next goes over them.
+    pub async fn websockets_open(&self) -> anyhow::Result<()> {
+        if !self.common.websocket {
+            return Ok(());
+        }
+        let deadline = Instant::now() + SETUP_LIMIT;
+        loop {
+            let ws = self.get("/__cp/ws").await?;
+            let open = open_websockets(&ws);
+            let ready = self
+                .sessions
+                .iter()
+                .filter(|s| open.contains(s.wxid.as_str()))
+                .count();
+            if ready == self.sessions.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{ready} of {} sessions opened their websocket",
+                    self.sessions.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Report frames the control plane received over WebSockets so far (every connection).
+    pub async fn websocket_frames(&self) -> anyhow::Result<u64> {
+        let ws = self.get("/__cp/ws").await?;
+        Ok(ws["connections"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|c| c["frames"].as_u64()).sum())
+            .unwrap_or(0))
+    }
+
     /// Stops the supervisor and the simulator; removes the directory unless `--keep`.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         let stopped = self.stop_agent().await;
@@ -377,6 +424,19 @@ impl Lab {
         }
         stopped
     }
+}
+
+/// The wxids with an open connection in a `/__cp/ws` answer.
+fn open_websockets(ws: &Value) -> HashSet<&str> {
+    ws["connections"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|c| c["closed_ms"].is_null())
+                .filter_map(|c| c["wxid"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn answer(r: reqwest::Response, path: &str) -> anyhow::Result<Value> {

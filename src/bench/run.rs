@@ -21,6 +21,8 @@ use crate::cli::{BenchArgs, BenchCommon, BenchScenario};
 pub struct Report {
     pub machine: Machine,
     pub scenario: String,
+    /// How reports reached the control plane: "http", or "websocket" (`--websocket`).
+    pub transport: String,
     pub hold_ms: u64,
     pub poll_interval_ms: u64,
     pub traffic_poll_interval_ms: u64,
@@ -111,8 +113,12 @@ pub fn run(args: BenchArgs, exe: PathBuf) -> anyhow::Result<ExitCode> {
         s.table(&mut table);
     }
     println!(
-        "wxagent bench {} ({} build, {} CPUs, load at start {})\n",
-        report.scenario, report.machine.build, report.machine.cpus, report.machine.loadavg_at_start
+        "wxagent bench {} over {} ({} build, {} CPUs, load at start {})\n",
+        report.scenario,
+        report.transport,
+        report.machine.build,
+        report.machine.cpus,
+        report.machine.loadavg_at_start
     );
     print!("{}", table.render());
     if let Some(path) = json {
@@ -128,6 +134,7 @@ fn report(scenario: &str, c: &BenchCommon) -> Report {
     Report {
         machine: Machine::read(),
         scenario: scenario.to_owned(),
+        transport: if c.websocket { "websocket" } else { "http" }.to_owned(),
         hold_ms: c.hold.as_millis() as u64,
         poll_interval_ms: c.poll_interval.as_millis() as u64,
         traffic_poll_interval_ms: c.traffic_poll_interval.as_millis() as u64,
@@ -203,7 +210,7 @@ async fn traffic_poll(lab: &mut Lab) -> anyhow::Result<()> {
         ));
         lab.restart_with_poll_interval(poll).await?;
     }
-    Ok(())
+    lab.websockets_open().await
 }
 
 async fn latency_on(

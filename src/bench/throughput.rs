@@ -26,6 +26,9 @@ pub struct ThroughputRun {
     pub msgs_per_second: f64,
     /// Per-message queue → report, ms (shows how long the tail waited).
     pub latency_ms: Summary,
+    /// With `--websocket`: report frames the control plane received during the run (about
+    /// `messages` when they all went over the sockets). `None` over HTTP.
+    pub websocket_frames: Option<u64>,
 }
 
 pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Result<ThroughputRun> {
@@ -38,6 +41,7 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
     if lab.common.friends == 0 {
         bail!("throughput needs accounts with friends (--friends)");
     }
+    let frames_before = lab.websocket_frames().await?;
     let mut arrivals = Arrivals::start(&lab.api).await?;
     let mut tasks: JoinSet<anyhow::Result<(u64, u64, Vec<String>)>> = JoinSet::new();
     for (k, s) in lab.sessions[..sessions].iter().enumerate() {
@@ -86,7 +90,13 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
         .iter()
         .filter_map(|(id, us)| Some(us.saturating_sub(*injected.get(id)?) as f64 / 1000.0))
         .collect();
+    let websocket_frames = if lab.common.websocket {
+        Some(lab.websocket_frames().await?.saturating_sub(frames_before))
+    } else {
+        None
+    };
     Ok(ThroughputRun {
+        websocket_frames,
         sessions,
         messages: injected.len(),
         reported: arrived.len(),

@@ -398,6 +398,7 @@ mod tests {
             poll_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
             sign_requests: false,
+            ws_window: 64,
         }
     }
 

@@ -1,6 +1,6 @@
-//! Delivers a session's report spool to the control plane: oldest first, one report at a time,
-//! each retried with capped, jittered backoff until the control plane acknowledges it (HTTP 2xx
-//! and a JSON object, spec B.5), and only then acknowledged in the spool. No report is dropped:
+//! Delivers a session's report spool to the control plane: oldest first, each report retried
+//! with capped, jittered backoff until the control plane acknowledges it (HTTP 2xx and a JSON
+//! object, spec B.5), and only then acknowledged in the spool. No report is dropped:
 //! a failure that retrying soon will not fix (a 4xx, an unreadable spool) is logged at ERROR and
 //! retried on a slower schedule.
 //!
@@ -15,17 +15,29 @@
 //! reply tasks but never the report.
 //!
 //! Transport: while a WebSocket route is set ([`DeliveryHandle::route_over`], spec A.8) and its
-//! socket is open, the front report goes out as a frame and its answer frame counts as the
-//! ack; otherwise it is an HTTP post. The choice is made per attempt, and one report is in
-//! flight at a time, so a switch either way keeps order and loses nothing (see
-//! [`crate::control::ws`]).
+//! socket is open, reports go out as frames and an answer frame counts as the ack; otherwise
+//! as HTTP posts. The choice is made per attempt, so a switch either way keeps order and loses
+//! nothing (see [`crate::control::ws`]).
+//!
+//! How many reports are in flight: over HTTP, and on a socket whose server has not echoed an
+//! `event_id`, one — WeHub carries one report per request and promises order per session, and
+//! a non-echoing server's answers can only be matched by order. Once the server has echoed an
+//! id on the open connection, up to `ws_window` frames are sent ahead of their answers: frames
+//! on one socket arrive in order, so the control plane still first sees every report in spool
+//! order, and a round trip per report no longer bounds throughput. Answers are taken front
+//! first and acked in spool order (the spool acks only its front). Any failure in the window
+//! (socket closed, timeout, an unreadable answer) drops the whole window: nothing behind the
+//! first unanswered report is acked, and the next attempt starts from it — its repeats and
+//! those of the reports after it are deduped by event id (B.5), and no report can be first
+//! seen out of order, since each was sent only after all before it.
 
 use crate::backoff::Backoff;
 use crate::control::client::{ControlClient, PostOptions};
 use crate::control::envelope::Ack;
 use crate::control::error::{ControlError, chain};
 use crate::control::spool::{Entry, Spool, SpoolError};
-use crate::control::ws::WsSender;
+use crate::control::ws::{MAX_WINDOW, PendingAnswer, WsSender};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -46,6 +58,9 @@ pub struct DeliveryPolicy {
     pub slow_max_delay: Duration,
     /// Acks that may wait for the worker before delivery pauses.
     pub ack_queue: usize,
+    /// Report frames sent ahead of their answers on a WebSocket whose server echoes event
+    /// ids (`[control] ws_window`); 1 sends one at a time there too.
+    pub ws_window: usize,
 }
 
 /// Deferred acks written at the latest after this many deliveries in one run (a run's acks
@@ -53,7 +68,7 @@ pub struct DeliveryPolicy {
 const MAX_UNSYNCED_ACKS: u64 = 1024;
 
 impl Default for DeliveryPolicy {
-    /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks.
+    /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks; a window of 64 frames.
     fn default() -> Self {
         DeliveryPolicy {
             min_delay: Duration::from_millis(200),
@@ -61,6 +76,7 @@ impl Default for DeliveryPolicy {
             slow_min_delay: Duration::from_secs(30),
             slow_max_delay: Duration::from_secs(5 * 60),
             ack_queue: 64,
+            ws_window: crate::config::DEFAULT_WS_WINDOW,
         }
     }
 }
@@ -171,7 +187,7 @@ impl DeliveryHandle {
     }
 
     /// Sends reports over this WebSocket link whenever it is open (`None`: HTTP only). Takes
-    /// effect from the next attempt; the report in flight finishes where it started.
+    /// effect from the next attempt; reports in flight finish where they started.
     pub fn route_over(&self, websocket: Option<WsSender>) {
         *lock(&self.shared.websocket) = websocket;
     }
@@ -194,6 +210,30 @@ impl DeliveryHandle {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a pass of the pipelined path ended.
+enum Window {
+    /// Nothing is pending.
+    Empty,
+    /// Look again (the link changed, or a failure has had its backoff).
+    Again,
+    Stopped,
+}
+
+/// What the delivery loop does after handling an answer.
+enum Step {
+    Done,
+    Retry,
+    Stopped,
+}
+
+/// A report frame sent on a pipelining connection, awaiting its answer.
+struct InFlight {
+    seq: u64,
+    event_id: String,
+    action: String,
+    answer: PendingAnswer,
 }
 
 /// Why an attempt failed, and which schedule retries it.
@@ -230,8 +270,26 @@ impl Delivery {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let Some(front) = self.with_spool_quick(|s| s.front()).await else {
-                return;
+            let window = self.policy.ws_window.min(MAX_WINDOW);
+            let pipelined = lock(&self.shared.websocket)
+                .clone()
+                .and_then(|ws| Some((ws.pipelining()?, ws)))
+                .filter(|_| window > 1);
+            let front = match pipelined {
+                Some((connection, ws)) => {
+                    match self
+                        .deliver_window(&ws, connection, window, &mut fast, &mut slow)
+                        .await
+                    {
+                        Window::Stopped => return,
+                        Window::Again => continue,
+                        Window::Empty => Ok(None),
+                    }
+                }
+                None => match self.with_spool_quick(|s| s.front()).await {
+                    Some(front) => front,
+                    None => return,
+                },
             };
             let entry = match front {
                 Ok(Some(entry)) => entry,
@@ -279,60 +337,212 @@ impl Delivery {
                     continue;
                 }
             };
-            let id = event_id.clone();
-            let shared = self.shared.clone();
-            let acked = self.with_spool_quick(move |s| {
-                s.ack_deferred(&id)?;
-                // Counted under the spool lock, so whoever sees the spool empty (`drained`)
-                // also sees the count.
-                let mut stats = lock(&shared.stats);
-                stats.delivered += 1;
-                stats.consecutive_failures = 0;
-                Ok(s.unsynced_acks())
-            });
-            match acked.await {
-                None => return,
-                Some(Ok(unsynced)) => {
-                    // Bounds the repeats a crash in a long run can cause.
-                    if unsynced >= MAX_UNSYNCED_ACKS {
-                        self.sync_acks().await;
+            match self
+                .delivered(&event_id, &action, ack, &mut fast, &mut slow)
+                .await
+            {
+                Step::Done => {}
+                Step::Retry => continue,
+                Step::Stopped => return,
+            }
+        }
+    }
+
+    /// Sends the spool through a pipelining WebSocket connection: up to `window` frames
+    /// ahead of their answers, refilled in batches as answers come. Answers are taken in
+    /// spool order (the server answers in order; one that comes early waits in its slot), so
+    /// acks reach the spool and the `acks` channel front first. The first failure abandons the
+    /// window: nothing behind the failed report is acked, and the next attempt starts from it.
+    async fn deliver_window(
+        &self,
+        ws: &WsSender,
+        connection: u32,
+        window: usize,
+        fast: &mut Backoff,
+        slow: &mut Backoff,
+    ) -> Window {
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(window);
+        // After a refill error the window only drains; the next pass looks again.
+        let mut refill = true;
+        let mut delivered = false;
+        loop {
+            // Half a window at a time, so frames go out in batches (one write each).
+            let room = window - in_flight.len();
+            if refill && room >= window.div_ceil(2) && ws.pipelining() == Some(connection) {
+                let after = in_flight.back().map_or(0, |f| f.seq);
+                let mut read = self
+                    .with_spool_quick(move |s| s.peek_after(after, room))
+                    .await;
+                if matches!(read, Some(Err(_))) {
+                    // Damage somewhere in the range: what precedes it still goes out, one
+                    // report per pass, as the one-at-a-time path would send it.
+                    refill = false;
+                    read = self.with_spool_quick(move |s| s.peek_after(after, 1)).await;
+                }
+                let entries = match read {
+                    None => return Window::Stopped,
+                    Some(Ok(entries)) => entries,
+                    Some(Err(e)) if in_flight.is_empty() => {
+                        let failure = Failure::Persistent(format!(
+                            "cannot read the next report from the spool: {}",
+                            chain(&e)
+                        ));
+                        return self.abandon(failure, None, slow.next_delay()).await;
+                    }
+                    Some(Err(_)) => Vec::new(),
+                };
+                for entry in entries {
+                    let (seq, event_id, action) = (entry.seq, entry.event_id, entry.action);
+                    match ws.submit(&action, &entry.wxid, entry.data, &event_id).await {
+                        Ok(answer) => in_flight.push_back(InFlight {
+                            seq,
+                            event_id,
+                            action,
+                            answer,
+                        }),
+                        // Those already submitted still get their answers (or fail).
+                        Err(e) if !in_flight.is_empty() => {
+                            tracing::debug!(error = %chain(&e), "websocket window not refilled");
+                            refill = false;
+                            break;
+                        }
+                        Err(e) => {
+                            let failure = Failure::Transient(format!("{action}: {}", chain(&e)));
+                            let delay = fast.next_delay();
+                            return self
+                                .abandon(failure, Some((&event_id, &action)), delay)
+                                .await;
+                        }
                     }
                 }
-                Some(Err(e)) => {
-                    // The control plane has it; sending it again gives a duplicate it dedupes
-                    // by event id, which is better than losing track of the spool.
-                    let failure = Failure::Persistent(format!(
-                        "delivered, but cannot mark it in the spool (it will be sent again): {}",
-                        chain(&e)
-                    ));
-                    if !self
-                        .failed(failure, Some((&event_id, &action)), slow.next_delay())
-                        .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
             }
-            fast.reset();
-            slow.reset();
-            self.shared.progress.notify_waiters();
-            tracing::debug!(event_id, action, "report delivered");
-            if !ack.is_ok() {
-                tracing::warn!(
-                    event_id,
-                    action,
-                    error_code = ack.error_code,
-                    error_reason = %ack.error_reason,
-                    "control plane acknowledged a report with an error"
-                );
-            }
-            tokio::select! {
+            let Some(front) = in_flight.pop_front() else {
+                // Nothing in flight and nothing read: the spool is empty, unless the link
+                // changed or a refill failed (then look again, on whatever transport is up).
+                return if refill && !delivered && ws.pipelining() == Some(connection) {
+                    Window::Empty
+                } else {
+                    Window::Again
+                };
+            };
+            let InFlight {
+                event_id,
+                action,
+                answer,
+                ..
+            } = front;
+            let outcome = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return,
-                // A closed channel only means nobody runs reply tasks any more.
-                _ = self.acks.send(ack) => {}
+                _ = self.cancel.cancelled() => return Window::Stopped,
+                answer = answer.answer() => answer,
+            };
+            let ack = match outcome {
+                Ok(ack) if ack.parsed => ack,
+                Ok(_) => {
+                    let failure = Failure::Transient(format!(
+                        "{action}: the control plane's answer frame is not a JSON object"
+                    ));
+                    let delay = fast.next_delay();
+                    return self
+                        .abandon(failure, Some((&event_id, &action)), delay)
+                        .await;
+                }
+                Err(e) => {
+                    let failure = Failure::Transient(format!("{action}: {}", chain(&e)));
+                    let delay = fast.next_delay();
+                    return self
+                        .abandon(failure, Some((&event_id, &action)), delay)
+                        .await;
+                }
+            };
+            match self.delivered(&event_id, &action, ack, fast, slow).await {
+                Step::Done => delivered = true,
+                // The window is dropped: what follows the unmarked report is sent again.
+                Step::Retry => return Window::Again,
+                Step::Stopped => return Window::Stopped,
             }
+        }
+    }
+
+    /// [`failed`](Self::failed) for the window path: the frames still in flight are dropped
+    /// with the caller's queue (their answers, if any come, go nowhere).
+    async fn abandon(
+        &self,
+        failure: Failure,
+        report: Option<(&str, &str)>,
+        delay: Duration,
+    ) -> Window {
+        if self.failed(failure, report, delay).await {
+            Window::Again
+        } else {
+            Window::Stopped
+        }
+    }
+
+    /// Handles the control plane's answer to the front report: marks it in the spool, counts
+    /// it, and hands its ack to the worker.
+    async fn delivered(
+        &self,
+        event_id: &str,
+        action: &str,
+        ack: Ack,
+        fast: &mut Backoff,
+        slow: &mut Backoff,
+    ) -> Step {
+        let id = event_id.to_owned();
+        let shared = self.shared.clone();
+        let acked = self.with_spool_quick(move |s| {
+            s.ack_deferred(&id)?;
+            // Counted under the spool lock, so whoever sees the spool empty (`drained`)
+            // also sees the count.
+            let mut stats = lock(&shared.stats);
+            stats.delivered += 1;
+            stats.consecutive_failures = 0;
+            Ok(s.unsynced_acks())
+        });
+        match acked.await {
+            None => return Step::Stopped,
+            Some(Ok(unsynced)) => {
+                // Bounds the repeats a crash in a long run can cause.
+                if unsynced >= MAX_UNSYNCED_ACKS {
+                    self.sync_acks().await;
+                }
+            }
+            Some(Err(e)) => {
+                // The control plane has it; sending it again gives a duplicate it dedupes
+                // by event id, which is better than losing track of the spool.
+                let failure = Failure::Persistent(format!(
+                    "delivered, but cannot mark it in the spool (it will be sent again): {}",
+                    chain(&e)
+                ));
+                return if self
+                    .failed(failure, Some((event_id, action)), slow.next_delay())
+                    .await
+                {
+                    Step::Retry
+                } else {
+                    Step::Stopped
+                };
+            }
+        }
+        fast.reset();
+        slow.reset();
+        self.shared.progress.notify_waiters();
+        tracing::debug!(event_id, action, "report delivered");
+        if !ack.is_ok() {
+            tracing::warn!(
+                event_id,
+                action,
+                error_code = ack.error_code,
+                error_reason = %ack.error_reason,
+                "control plane acknowledged a report with an error"
+            );
+        }
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Step::Stopped,
+            // A closed channel only means nobody runs reply tasks any more.
+            _ = self.acks.send(ack) => Step::Done,
         }
     }
 

@@ -549,14 +549,66 @@ impl Spool {
         let Some((segment, slot, seq)) = self.front_slot() else {
             return Ok(None);
         };
+        let opened = self.reader(segment)?;
+        let file = opened.as_ref().unwrap_or(&self.active);
+        self.read_slot(file, segment, slot, seq).map(Some)
+    }
+
+    /// Up to `max` pending reports after the one with seq `after` (0: from the front), oldest
+    /// first, read back from disk with the same checks as [`front`](Self::front). A pipelined
+    /// sender reads the reports behind those it already sent with it.
+    pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<Entry>, SpoolError> {
+        let mut out = Vec::with_capacity(max.min(self.pending as usize));
+        for segment in &self.segments {
+            if out.len() >= max {
+                break;
+            }
+            let last = segment.first_seq + segment.slots.len() as u64;
+            if segment.slots.is_empty() || last <= after + 1 {
+                continue;
+            }
+            let opened = self.reader(segment)?;
+            let file = opened.as_ref().unwrap_or(&self.active);
+            let skip = (after + 1).saturating_sub(segment.first_seq) as usize;
+            for (i, slot) in segment.slots.iter().enumerate().skip(skip) {
+                if out.len() >= max {
+                    break;
+                }
+                let seq = segment.first_seq + i as u64;
+                out.push(self.read_slot(file, segment, *slot, seq)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`peek_after`](Self::peek_after) from the front.
+    pub fn peek(&self, max: usize) -> Result<Vec<Entry>, SpoolError> {
+        self.peek_after(0, max)
+    }
+
+    /// The file to read `segment`'s records from when it is not the active one (that one is
+    /// open already: `None`).
+    fn reader(&self, segment: &Segment) -> Result<Option<File>, SpoolError> {
+        if self.is_active(segment) {
+            return Ok(None);
+        }
+        File::open(&segment.path)
+            .map(Some)
+            .map_err(io_err("read a pending report", &segment.path))
+    }
+
+    /// Reads and checks the record of pending report `seq` at `slot`.
+    fn read_slot(
+        &self,
+        file: &File,
+        segment: &Segment,
+        slot: Slot,
+        seq: u64,
+    ) -> Result<Entry, SpoolError> {
         let mut buf = vec![0u8; slot.len as usize];
         let offset = u64::from(slot.offset);
-        if self.is_active(segment) {
-            read_exact_at(&self.active, &mut buf, offset)
-        } else {
-            File::open(&segment.path).and_then(|f| read_exact_at(&f, &mut buf, offset))
-        }
-        .map_err(io_err("read a pending report", &segment.path))?;
+        read_exact_at(file, &mut buf, offset)
+            .map_err(io_err("read a pending report", &segment.path))?;
         let corrupt = |detail: String| SpoolError::Corrupt {
             path: segment.path.clone(),
             offset,
@@ -567,13 +619,13 @@ impl Spool {
             return Err(corrupt(format!("expected the record of report {seq} here")));
         }
         let (action, wxid, data) = decode_entry(record.payload).map_err(corrupt)?;
-        Ok(Some(Entry {
+        Ok(Entry {
             event_id: self.event_id(seq),
             seq,
             action,
             wxid,
             data,
-        }))
+        })
     }
 
     /// Marks the oldest pending report as delivered, durably. `event_id` must be that report's.
@@ -1613,6 +1665,71 @@ mod tests {
             matches!(&err, SpoolError::Corrupt { detail, .. } if detail.contains("checksum")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn peek_reads_from_the_front_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        assert!(spool.peek(4).unwrap().is_empty());
+        let appended = fill(&mut spool, 5);
+        assert_eq!(spool.peek(3).unwrap(), appended[..3].to_vec());
+        assert_eq!(spool.peek(99).unwrap(), appended);
+        assert!(spool.peek(0).unwrap().is_empty());
+        assert_eq!(spool.peek_after(2, 2).unwrap(), appended[2..4].to_vec());
+        assert_eq!(spool.peek_after(4, 9).unwrap(), appended[4..].to_vec());
+        assert!(spool.peek_after(5, 9).unwrap().is_empty());
+        spool.ack_deferred(&appended[0].event_id).unwrap();
+        spool.ack_deferred(&appended[1].event_id).unwrap();
+        // Acked reports are gone from the view; an `after` behind the front reads the front.
+        assert_eq!(spool.peek(2).unwrap(), appended[2..4].to_vec());
+        assert_eq!(spool.peek_after(1, 1).unwrap(), appended[2..3].to_vec());
+        assert_eq!(spool.front().unwrap().as_ref(), Some(&appended[2]));
+    }
+
+    #[test]
+    fn peek_crosses_segments() {
+        let dir = scratch_dir();
+        let items: Vec<_> = (0..1000)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), data(i)))
+            .collect();
+        let mut spool = open(dir.path());
+        for _ in 0..15 {
+            spool.append_batch(&items).unwrap();
+        }
+        assert!(spool.segments.len() >= 2, "{}", spool.segments.len());
+        let boundary = spool.segments[0].slots.len() as u64;
+        let around = spool.peek_after(boundary - 3, 6).unwrap();
+        let seqs: Vec<u64> = around.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (boundary - 2..=boundary + 3).collect::<Vec<_>>());
+        assert_eq!(around[3].data, data((boundary) % 1000));
+        assert_eq!(spool.peek(15_000).unwrap().len(), 15_000);
+    }
+
+    #[test]
+    fn peek_detects_damage_like_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        fill(&mut spool, 4);
+        let slot = spool.segments[0].slots[2];
+        flip(
+            &only_segment(dir.path()),
+            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
+        );
+        assert_eq!(
+            spool.peek(2).unwrap().len(),
+            2,
+            "the damage is behind these"
+        );
+        for err in [
+            spool.peek(3).unwrap_err(),
+            spool.peek_after(2, 1).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, SpoolError::Corrupt { detail, .. } if detail.contains("checksum")),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,21 +4,27 @@
 //!
 //! How it fits the rest:
 //! - **The spool stays the source of truth.** The delivery task ([`crate::control::delivery`])
-//!   still sends the spool one report at a time and removes a report only when its answer
-//!   arrived. While the link is open it sends the front report as a frame
-//!   ([`WsSender::request`]) instead of an HTTP post; otherwise over HTTP. One report is in
-//!   flight at a time on either transport, so switching between them can neither reorder nor
-//!   lose anything: a report whose answer never came (socket dropped, timeout) stays at the
-//!   front and is sent again, on whichever transport is up then (at-least-once; the server
-//!   dedupes by event id, as over HTTP).
+//!   removes a report only when its answer arrived. While the link is open it sends reports as
+//!   frames ([`WsSender::request`], [`WsSender::submit`]) instead of HTTP posts; otherwise over
+//!   HTTP. A report whose answer never came (socket dropped, timeout) stays at the front and is
+//!   sent again, with everything after it, on whichever transport is up then (at-least-once;
+//!   the server dedupes by event id, as over HTTP).
+//! - **Sending ahead.** Once the server has echoed an `event_id` on a connection
+//!   ([`WsSender::pipelining`]), answers can be matched by id, so the delivery task keeps up to
+//!   `ws_window` frames in flight instead of waiting a round trip per report. Order is safe
+//!   because one socket delivers frames in the order they were written and the link writes them
+//!   in the order they were submitted. A frame submitted for a connection that has since closed
+//!   is never written on the next one: there it would overtake the resent reports before it.
+//!   Until an echo (a new connection starts without one), and for servers that never echo, the
+//!   link writes the next frame only after the previous one was answered.
 //! - **Matching answers to frames.** Each report frame is the usual envelope plus a top-level
 //!   `event_id` (the spool's `<session>:<seq>`, the same key HTTP sends as
 //!   `X-Wxagent-Event-Id`); the reference control plane echoes it in the answer frame. A frame
-//!   echoing the id in flight is its answer. For a server that echoes nothing, the first
-//!   id-less `common_ack` (or other non-task, non-heartbeat ack) after a report frame is taken as
-//!   its answer — in order, since only one report is ever in flight; such a server must not
-//!   push an id-less `common_ack` while a report is unanswered, or that push would be taken
-//!   for the answer. Once a server has echoed an id on a connection, id-less frames are always
+//!   echoing the id of a frame in flight is its answer. For a server that echoes nothing, the
+//!   first id-less `common_ack` (or other non-task, non-heartbeat ack) after a report frame is
+//!   taken as its answer — in order, since only one report is then in flight; such a server
+//!   must not push an id-less `common_ack` while a report is unanswered, or that push would be
+//!   taken for the answer. Once a server has echoed an id on a connection, id-less frames are always
 //!   pushes; until then no heartbeat is sent while a report is unanswered, so a heartbeat's
 //!   answer cannot be taken for a report's.
 //! - **Pushed tasks.** A `pull_task_ack` frame carries one task with a `task_id` (a
@@ -55,6 +61,9 @@ use crate::control::envelope::{Ack, RawTask, WebSocketExtension, action};
 use crate::control::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -130,11 +139,18 @@ impl Default for WsPolicy {
 /// hands to the executor.
 pub type PushedTask = (Option<String>, RawTask);
 
+/// Most report frames a link lets wait for their answers at once (the largest
+/// `[control] ws_window`).
+pub const MAX_WINDOW: usize = 1024;
+
 /// One report frame waiting for its turn and its answer.
 struct Outbound {
     action: String,
     event_id: String,
     text: String,
+    /// The connection the sender saw open: a frame queued for one connection never goes out
+    /// on the next, where it could overtake the resent reports before it.
+    connection: u32,
     reply: oneshot::Sender<Result<Ack, WsError>>,
 }
 
@@ -143,8 +159,35 @@ struct Outbound {
 pub struct WsSender {
     requests: mpsc::Sender<Outbound>,
     state: watch::Receiver<LinkState>,
+    /// The last connection on which the server echoed an `event_id` (0: none yet).
+    echoed: Arc<AtomicU32>,
     timeout: Duration,
     control: ControlClient,
+}
+
+/// The answer to a frame sent by [`WsSender::submit`], to be awaited later.
+#[derive(Debug)]
+pub struct PendingAnswer {
+    action: String,
+    reply: oneshot::Receiver<Result<Ack, WsError>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl PendingAnswer {
+    /// Waits for the answer, at most the control-plane timeout after the frame was queued.
+    pub async fn answer(self) -> Result<Ack, WsError> {
+        match tokio::time::timeout_at(self.deadline, self.reply).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(WsError::Closed {
+                detail: "the link stopped".to_owned(),
+            }),
+            Err(_) => Err(WsError::Timeout {
+                action: self.action,
+                after: self.timeout,
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for Outbound {
@@ -158,7 +201,22 @@ impl std::fmt::Debug for Outbound {
 
 impl WsSender {
     pub fn is_open(&self) -> bool {
-        matches!(*self.state.borrow(), LinkState::Open { .. })
+        self.open_connection().is_some()
+    }
+
+    fn open_connection(&self) -> Option<u32> {
+        match *self.state.borrow() {
+            LinkState::Open { connection } => Some(connection),
+            _ => None,
+        }
+    }
+
+    /// The open connection, if its server has echoed an `event_id` on it: then answers are
+    /// matched by id, not by order, and frames may be sent ahead of their answers. `None`:
+    /// one report in flight at a time.
+    pub fn pipelining(&self) -> Option<u32> {
+        self.open_connection()
+            .filter(|&c| self.echoed.load(Ordering::Acquire) == c)
     }
 
     /// Sends one report as a frame and waits for its answer (bounded by the control-plane
@@ -170,34 +228,52 @@ impl WsSender {
         data: Value,
         event_id: &str,
     ) -> Result<Ack, WsError> {
-        if !self.is_open() {
+        self.submit(act, wxid, data, event_id).await?.answer().await
+    }
+
+    /// Queues one report frame and returns at once with its answer to come. Frames go out in
+    /// the order they were submitted, all on the connection open now; one submitted for a
+    /// connection that has since closed is answered with an error, never sent on the next.
+    /// The link sends the next frame before the previous one is answered only while
+    /// [`pipelining`](Self::pipelining) (the caller decides how many to submit).
+    pub async fn submit(
+        &self,
+        act: &str,
+        wxid: &str,
+        data: Value,
+        event_id: &str,
+    ) -> Result<PendingAnswer, WsError> {
+        let Some(connection) = self.open_connection() else {
             return Err(WsError::NotOpen);
-        }
+        };
         let mut envelope = self.control.envelope(act, wxid, data);
         envelope.event_id = Some(event_id.to_owned());
-        let text = String::from_utf8_lossy(&envelope.to_body()).into_owned();
+        // Serialised JSON is UTF-8; the lossy path is only a guard.
+        let text = String::from_utf8(envelope.to_body())
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         tracing::trace!(action = act, frame = %text, "control-plane frame");
         let (tx, rx) = oneshot::channel();
         let outbound = Outbound {
             action: act.to_owned(),
             event_id: event_id.to_owned(),
             text,
+            connection,
             reply: tx,
         };
-        let timeout = || WsError::Timeout {
-            action: act.to_owned(),
-            after: self.timeout,
-        };
-        let answer = tokio::time::timeout(self.timeout, async {
-            self.requests
-                .send(outbound)
-                .await
-                .map_err(|_| WsError::NotOpen)?;
-            rx.await.map_err(|_| WsError::Closed {
-                detail: "the link stopped".to_owned(),
-            })?
-        });
-        answer.await.map_err(|_| timeout())?
+        let deadline = Instant::now() + self.timeout;
+        match tokio::time::timeout_at(deadline, self.requests.send(outbound)).await {
+            Ok(Ok(())) => Ok(PendingAnswer {
+                action: act.to_owned(),
+                reply: rx,
+                deadline,
+                timeout: self.timeout,
+            }),
+            Ok(Err(_)) => Err(WsError::NotOpen),
+            Err(_) => Err(WsError::Timeout {
+                action: act.to_owned(),
+                after: self.timeout,
+            }),
+        }
     }
 }
 
@@ -221,11 +297,13 @@ impl WsLink {
     ) -> Result<WsLink, WsError> {
         let url = ws_url(&ext.ws_url, control.signs_requests())?;
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting { attempt: 1 });
-        // Capacity 1: the delivery task sends one report at a time.
-        let (req_tx, req_rx) = mpsc::channel(1);
+        // Room for a whole window: the delivery task bounds what it submits.
+        let (req_tx, req_rx) = mpsc::channel(MAX_WINDOW);
+        let echoed = Arc::new(AtomicU32::new(0));
         let sender = WsSender {
             requests: req_tx,
             state: state_rx,
+            echoed: echoed.clone(),
             timeout: control.timeout(),
             control: control.clone(),
         };
@@ -236,6 +314,7 @@ impl WsLink {
             wxid,
             tasks,
             state: state_tx,
+            echoed,
             cancel,
             policy,
         };
@@ -306,6 +385,7 @@ struct Runner {
     wxid: String,
     tasks: mpsc::Sender<PushedTask>,
     state: watch::Sender<LinkState>,
+    echoed: Arc<AtomicU32>,
     cancel: CancellationToken,
     policy: WsPolicy,
 }
@@ -337,7 +417,7 @@ impl Runner {
                         connection: connections,
                     });
                     let since = Instant::now();
-                    let why = self.serve(socket, &mut requests).await;
+                    let why = self.serve(socket, connections, &mut requests).await;
                     if self.cancel.is_cancelled() {
                         break;
                     }
@@ -415,12 +495,19 @@ impl Runner {
         Message::text(String::from_utf8_lossy(&envelope.to_body()).into_owned())
     }
 
-    /// Runs one open socket until it fails or the link is cancelled; returns why it ended.
-    async fn serve(&self, socket: Socket, requests: &mut mpsc::Receiver<Outbound>) -> String {
+    /// Runs one open socket (connection number `connection`) until it fails or the link is
+    /// cancelled; returns why it ended.
+    async fn serve(
+        &self,
+        socket: Socket,
+        connection: u32,
+        requests: &mut mpsc::Receiver<Outbound>,
+    ) -> String {
         let (mut sink, mut stream) = socket.split();
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending: Option<(Outbound, Instant)> = None;
+        // Frames sent and not yet answered, oldest first (more than one only while `echoes`).
+        let mut pending: VecDeque<(Outbound, Instant)> = VecDeque::new();
         // Whether this server echoes event ids (then id-less frames are always pushes).
         let mut echoes = false;
         // A server that answers heartbeats and then falls silent for three intervals (at least
@@ -430,8 +517,9 @@ impl Runner {
         let mut last_seen = Instant::now();
         let silence_limit = (self.heartbeat * 3).max(self.control.timeout());
         let why = loop {
+            // The oldest frame is the first to run out of time.
             let deadline = pending
-                .as_ref()
+                .front()
                 .map(|(_, sent)| *sent + self.control.timeout());
             tokio::select! {
                 biased;
@@ -460,11 +548,18 @@ impl Runner {
                         tracing::debug!(bytes = text.len(), "control-plane frame is not a JSON object; ignored");
                         continue;
                     };
-                    echoes |= frame.ack.event_id.is_some();
-                    match frame.classify(pending.as_ref().map(|(o, _)| o.event_id.as_str()), echoes) {
+                    if !echoes && frame.ack.event_id.is_some() {
+                        echoes = true;
+                        // From now on the delivery task may send ahead of the answers.
+                        self.echoed.store(connection, Ordering::Release);
+                    }
+                    let position = |id: &str| pending.iter().position(|(o, _)| o.event_id == id);
+                    match frame.classify(|id| position(id).is_some(), !pending.is_empty(), echoes) {
                         Kind::Answer => {
-                            if let Some((outbound, _)) = pending.take() {
-                                tracing::debug!(event_id = %outbound.event_id, action = %outbound.action, "report answered on the websocket");
+                            // By id when echoed; an id-less answer is the only frame in flight.
+                            let at = frame.ack.event_id.as_deref().and_then(position).unwrap_or(0);
+                            if let Some((outbound, _)) = pending.remove(at) {
+                                tracing::trace!(event_id = %outbound.event_id, action = %outbound.action, "report answered on the websocket");
                                 let _ = outbound.reply.send(Ok(frame.ack));
                             }
                         }
@@ -484,7 +579,7 @@ impl Runner {
                     }
                     // A server that answers in order might answer a heartbeat with an id-less
                     // common_ack: never let one cross a report's answer.
-                    if pending.is_some() && !echoes {
+                    if !pending.is_empty() && !echoes {
                         continue;
                     }
                     if let Err(e) = sink.send(self.heartbeat_frame()).await {
@@ -492,32 +587,80 @@ impl Runner {
                     }
                 }
                 () = sleep_until(deadline) => {
-                    if let Some((outbound, _)) = pending.take() {
+                    if let Some((outbound, _)) = pending.pop_front() {
                         let after = self.control.timeout();
                         let _ = outbound.reply.send(Err(WsError::Timeout { action: outbound.action, after }));
                     }
                     break "a report got no answer in time".to_owned();
                 }
-                next = requests.recv(), if pending.is_none() => {
-                    let Some(outbound) = next else { break "stopped".to_owned() };
-                    // The caller gave up (timeout) while it waited in the queue.
-                    if outbound.reply.is_closed() {
-                        continue;
+                next = requests.recv(), if pending.is_empty() || echoes => {
+                    let Some(first) = next else { break "stopped".to_owned() };
+                    // Whatever else is queued goes out in the same write, while the server
+                    // matches answers by id.
+                    let mut batch = vec![first];
+                    while echoes && let Ok(more) = requests.try_recv() {
+                        batch.push(more);
                     }
-                    if let Err(e) = sink.send(Message::text(outbound.text.clone())).await {
-                        let _ = outbound.reply.send(Err(WsError::Closed { detail: format!("send failed: {e}") }));
-                        break format!("send failed: {e}");
+                    if let Err(why) = self.send_frames(&mut sink, connection, batch, &mut pending).await {
+                        break why;
                     }
-                    pending = Some((outbound, Instant::now()));
                 }
             }
         };
-        if let Some((outbound, _)) = pending {
+        for (outbound, _) in pending {
             let _ = outbound.reply.send(Err(WsError::Closed {
                 detail: why.clone(),
             }));
         }
         why
+    }
+
+    /// Writes `batch` (in order, one flush) and records the frames as pending; an error ends
+    /// the connection.
+    async fn send_frames(
+        &self,
+        sink: &mut futures::stream::SplitSink<Socket, Message>,
+        connection: u32,
+        batch: Vec<Outbound>,
+        pending: &mut VecDeque<(Outbound, Instant)>,
+    ) -> Result<(), String> {
+        let mut written = Vec::with_capacity(batch.len());
+        for outbound in batch {
+            // The caller gave up (timeout) while it waited in the queue.
+            if outbound.reply.is_closed() {
+                continue;
+            }
+            if outbound.connection != connection {
+                let _ = outbound.reply.send(Err(WsError::Closed {
+                    detail: "queued for an earlier connection".to_owned(),
+                }));
+                continue;
+            }
+            if let Err(e) = sink.feed(Message::text(outbound.text.clone())).await {
+                let _ = outbound.reply.send(Err(WsError::Closed {
+                    detail: format!("send failed: {e}"),
+                }));
+                fail_all(written, &format!("send failed: {e}"));
+                return Err(format!("send failed: {e}"));
+            }
+            written.push(outbound);
+        }
+        if let Err(e) = sink.flush().await {
+            fail_all(written, &format!("send failed: {e}"));
+            return Err(format!("send failed: {e}"));
+        }
+        let now = Instant::now();
+        pending.extend(written.into_iter().map(|o| (o, now)));
+        Ok(())
+    }
+}
+
+/// Answers frames that will never be answered with why.
+fn fail_all(frames: Vec<Outbound>, why: &str) {
+    for outbound in frames {
+        let _ = outbound.reply.send(Err(WsError::Closed {
+            detail: why.to_owned(),
+        }));
     }
 }
 
@@ -538,7 +681,7 @@ struct Frame {
 /// What a frame is to the link.
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
-    /// The answer to the report in flight.
+    /// The answer to a report frame in flight.
     Answer,
     /// A heartbeat answer or the server's own heartbeat.
     Liveness,
@@ -560,19 +703,21 @@ impl Frame {
         })
     }
 
-    fn classify(&self, in_flight: Option<&str>, echoes: bool) -> Kind {
+    /// `in_flight` tells whether an id is that of a frame awaiting its answer; `waiting`
+    /// whether any is.
+    fn classify(&self, in_flight: impl Fn(&str) -> bool, waiting: bool, echoes: bool) -> Kind {
         let heartbeat = self
             .action
             .as_deref()
             .is_some_and(|a| a.eq_ignore_ascii_case(action::HEARTBEAT))
             || self.ack.ack_type.to_ascii_lowercase().contains("heartbeat");
-        match (&self.ack.event_id, in_flight) {
-            (Some(id), Some(current)) if id == current => Kind::Answer,
+        match &self.ack.event_id {
+            Some(id) if in_flight(id) => Kind::Answer,
             _ if heartbeat => Kind::Liveness,
-            (Some(_), _) => Kind::Push,
-            (None, _) if self.ack.pulled_task().is_some() => Kind::Push,
-            (None, Some(_)) if !echoes => Kind::Answer,
-            (None, _) => Kind::Push,
+            Some(_) => Kind::Push,
+            None if self.ack.pulled_task().is_some() => Kind::Push,
+            None if waiting && !echoes => Kind::Answer,
+            None => Kind::Push,
         }
     }
 
@@ -631,6 +776,7 @@ mod tests {
             poll_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
             sign_requests: false,
+            ws_window: 64,
         };
         ControlClient::new(&cfg, "m".into()).unwrap()
     }
@@ -788,31 +934,35 @@ mod tests {
 
     #[test]
     fn frames_are_matched_by_echoed_id_then_in_order() {
+        let only = |current: &'static str| move |id: &str| !current.is_empty() && id == current;
         let answer = frame(json!({"ack_type":"common_ack","event_id":"s:1","data":{}}));
-        assert_eq!(answer.classify(Some("s:1"), true), Kind::Answer);
-        assert_eq!(answer.classify(Some("s:2"), true), Kind::Push);
-        assert_eq!(answer.classify(None, true), Kind::Push);
+        assert_eq!(answer.classify(only("s:1"), true, true), Kind::Answer);
+        assert_eq!(answer.classify(only("s:2"), true, true), Kind::Push);
+        assert_eq!(answer.classify(only(""), false, true), Kind::Push);
+        // Several in flight: any of them, not only the oldest.
+        let window = |id: &str| ["s:1", "s:2", "s:3"].contains(&id);
+        assert_eq!(answer.classify(window, true, true), Kind::Answer);
 
         let bare =
             frame(json!({"ack_type":"common_ack","data":{"reply_task_list":[{"task_type":1}]}}));
         // A server that never echoes ids answers in order.
-        assert_eq!(bare.classify(Some("s:1"), false), Kind::Answer);
+        assert_eq!(bare.classify(only("s:1"), true, false), Kind::Answer);
         // One that does: an id-less frame is a push.
-        assert_eq!(bare.classify(Some("s:1"), true), Kind::Push);
-        assert_eq!(bare.classify(None, false), Kind::Push);
+        assert_eq!(bare.classify(only("s:1"), true, true), Kind::Push);
+        assert_eq!(bare.classify(only(""), false, false), Kind::Push);
         assert_eq!(bare.tasks().len(), 1);
         assert_eq!(bare.tasks()[0].0, None);
 
         let pulled = frame(
             json!({"ack_type":"pull_task_ack","data":{"task_id":"t-9","task_data":{"task_type":1,"task_dict":{}}}}),
         );
-        assert_eq!(pulled.classify(Some("s:1"), false), Kind::Push);
+        assert_eq!(pulled.classify(only("s:1"), true, false), Kind::Push);
         assert_eq!(pulled.tasks()[0].0.as_deref(), Some("t-9"));
 
         let hb = frame(json!({"ack_type":"heartbeat_ack"}));
-        assert_eq!(hb.classify(Some("s:1"), false), Kind::Liveness);
+        assert_eq!(hb.classify(only("s:1"), true, false), Kind::Liveness);
         let vendor_hb = frame(json!({"atcion":"heartbeat","data":{}}));
-        assert_eq!(vendor_hb.classify(Some("s:1"), false), Kind::Liveness);
+        assert_eq!(vendor_hb.classify(only("s:1"), true, false), Kind::Liveness);
         assert!(Frame::read("[1]").is_none());
         assert!(Frame::read("nope").is_none());
     }

@@ -111,11 +111,15 @@ async fn serve(
     };
     let wake = Arc::new(tokio::sync::Notify::new());
     let delivery_stop = CancellationToken::new();
-    let (delivery, acks) = delivery::start(
+    let (delivery, acks) = delivery::start_with(
         spool.clone(),
         control.clone(),
         wake.clone(),
         delivery_stop.clone(),
+        delivery::DeliveryPolicy {
+            ws_window: config.control.ws_window,
+            ..delivery::DeliveryPolicy::default()
+        },
     );
     let delivery = Arc::new(delivery);
     let acks = Arc::new(tokio::sync::Mutex::new(acks));

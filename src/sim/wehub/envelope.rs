@@ -35,6 +35,11 @@ impl Envelope {
         }
         let value: Value =
             serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        Envelope::from_value(value)
+    }
+
+    /// [`parse`](Self::parse) for a body already read as JSON.
+    pub fn from_value(value: Value) -> Result<Envelope, EnvelopeError> {
         let Value::Object(mut object) = value else {
             return Err(EnvelopeError::NotObject);
         };

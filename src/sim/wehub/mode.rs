@@ -32,6 +32,9 @@ pub struct Mode {
     pub websocket: Option<WebsocketMode>,
     /// `GET /wehub/ws` refuses the upgrade with HTTP 403 (the client must fall back to HTTP).
     pub ws_refuse: bool,
+    /// WebSocket answers carry no `event_id`, like a stock server's (the client must then
+    /// match them by order, one report at a time).
+    pub ws_no_echo: bool,
     /// Requests, uploads and WebSocket upgrades without a valid B.6 signature are answered
     /// HTTP 401 (and recorded). Needs `secret`.
     pub require_signature: bool,
@@ -74,6 +77,7 @@ impl Default for Mode {
             delay_ms: 0,
             websocket: None,
             ws_refuse: false,
+            ws_no_echo: false,
             require_signature: false,
         }
     }
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Mode {
             .field("delay_ms", &self.delay_ms)
             .field("websocket", &self.websocket)
             .field("ws_refuse", &self.ws_refuse)
+            .field("ws_no_echo", &self.ws_no_echo)
             .field("require_signature", &self.require_signature)
             .finish()
     }

@@ -2,7 +2,11 @@
 //! (mode `websocket`), a client sends the same request envelopes as text frames; each is
 //! recorded in the same ledger as `POST /wehub/callback` (with `transport: "websocket"`) and
 //! answered with the same ack frame, plus the frame's own `event_id` echoed at the top level so
-//! the client can match the answer to its request. Tasks are pushed at any time: a queued pull
+//! the client can match the answer to its request (mode `ws_no_echo` leaves it out, as a stock
+//! server would). Frames are read as they come, so a client may send several before the first
+//! is answered; answers go out in the order of the frames, each `delay_ms` after its frame
+//! arrived (as over HTTP), and `max_unanswered` on the connection shows how many frames were
+//! ever waiting for their answers at once — whether the client really sent ahead. Tasks are pushed at any time: a queued pull
 //! task goes out alone as a `pull_task_ack` frame (a `report_task_result` is due), queued reply
 //! tasks together as a `common_ack` frame without an `event_id`.
 //!
@@ -65,6 +69,10 @@ pub struct Connection {
     pub last_heartbeat_ms: Option<u64>,
     /// Frames the server pushed unasked (tasks).
     pub pushed: u64,
+    /// The most request frames received and not yet answered at one time (1 for a client that
+    /// waits for each answer; more for one that sends ahead, seen when `delay_ms` holds the
+    /// answers back).
+    pub max_unanswered: u64,
     #[serde(skip)]
     tx: Option<mpsc::UnboundedSender<Outgoing>>,
 }
@@ -93,6 +101,7 @@ impl Registry {
             heartbeats: 0,
             last_heartbeat_ms: None,
             pushed: 0,
+            max_unanswered: 0,
             tx: Some(tx),
         });
         while self.connections.len() > MAX_CONNECTION_RECORDS {
@@ -214,8 +223,22 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
     let id = state.lock().ws.open(signature_ok, tx);
     tracing::debug!(id, "control-plane websocket open");
     let (mut sink, mut stream) = socket.split();
+    // Answers held back by `delay_ms`, in frame order, each with when it is due.
+    let mut held: VecDeque<(tokio::time::Instant, Value)> = VecDeque::new();
+    // Answers written but not flushed: flushed once no frame is waiting to be read, so a
+    // client that sends ahead gets its answers in few writes.
+    let mut unflushed = false;
     let closed_by = loop {
+        let due = held.front().map(|(at, _)| *at);
         tokio::select! {
+            biased;
+            () = until(due) => {
+                if let Some((_, answer)) = held.pop_front()
+                    && sink.send(Message::Text(answer.to_string().into())).await.is_err()
+                {
+                    break "client";
+                }
+            }
             out = rx.recv() => match out {
                 Some(Outgoing::Frame(frame)) => {
                     if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
@@ -226,9 +249,17 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let answer = frame(&state, id, text.as_str());
-                    if sink.send(Message::Text(answer.to_string().into())).await.is_err() {
-                        break "client";
+                    let (answer, delay_ms) = frame(&state, id, text.as_str(), held.len() as u64);
+                    // Heartbeats are answered at once; other answers keep the frames' order.
+                    if delay_ms.is_none() || (delay_ms == Some(0) && held.is_empty()) {
+                        if sink.feed(Message::Text(answer.to_string().into())).await.is_err() {
+                            break "client";
+                        }
+                        unflushed = true;
+                    } else {
+                        let wait = std::time::Duration::from_millis(delay_ms.unwrap_or(0));
+                        let at = tokio::time::Instant::now() + wait;
+                        held.push_back((at, answer));
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -241,38 +272,65 @@ async fn connection(state: WehubState, socket: WebSocket, signature_ok: Option<b
                 // Pings are answered by the library.
                 Some(Ok(_)) => {}
             },
+            // Last: reached only when nothing above is ready.
+            () = std::future::ready(()), if unflushed => {
+                unflushed = false;
+                if sink.flush().await.is_err() {
+                    break "client";
+                }
+            }
         }
     };
     state.lock().ws.closed(id, closed_by);
     tracing::debug!(id, closed_by, "control-plane websocket closed");
 }
 
-/// Handles one text frame; returns the answer frame.
-fn frame(state: &WehubState, id: u64, text: &str) -> Value {
-    let event_id = serde_json::from_str::<Value>(text)
+async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one text frame, with `held` earlier answers not yet sent; returns the answer frame
+/// and how long to hold it back (the mode's `delay_ms`; `None`: a heartbeat, answered at once).
+fn frame(state: &WehubState, id: u64, text: &str, held: u64) -> (Value, Option<u64>) {
+    // Read once: the id, then the envelope (a frame is parsed outside the store's lock).
+    let parsed = if text.bytes().all(|b| b.is_ascii_whitespace()) {
+        Err(super::envelope::EnvelopeError::Empty)
+    } else {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| super::envelope::EnvelopeError::NotJson(e.to_string()))
+    };
+    let event_id = parsed
+        .as_ref()
         .ok()
         .and_then(|v| lenient_string(v.get("event_id")));
+    let parsed = parsed.and_then(Envelope::from_value);
     let mut store = state.lock();
-    let envelope = match Envelope::parse(text.as_bytes()) {
+    let (echo, delay_ms) = (!store.mode.ws_no_echo, Some(store.mode.delay_ms));
+    let event_id = event_id.filter(|_| echo);
+    let mut envelope = match parsed {
         Ok(envelope) => envelope,
         Err(error) => {
             let mut answer = json!({"error_code": 1, "error_reason": error.to_string(), "ack_type": "common_ack", "data": {}});
             if let Some(event_id) = event_id {
                 answer["event_id"] = Value::String(event_id);
             }
-            return answer;
+            return (answer, delay_ms);
         }
     };
     let signature_ok = {
         let Some(connection) = store.ws.get(id) else {
-            return ack("common_ack", json!({}));
+            return (ack("common_ack", json!({})), delay_ms);
         };
         if connection.wxid.is_none() && !envelope.wxid.is_empty() {
             connection.wxid = Some(envelope.wxid.clone());
         }
         connection.signature_ok
     };
-    let mut answer = if envelope.action == "heartbeat" {
+    let heartbeat = envelope.action == "heartbeat";
+    let mut answer = if heartbeat {
         if let Some(connection) = store.ws.get(id) {
             connection.heartbeats += 1;
             connection.last_heartbeat_ms = Some(now_ms());
@@ -281,6 +339,7 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
     } else {
         if let Some(connection) = store.ws.get(id) {
             connection.frames += 1;
+            connection.max_unanswered = connection.max_unanswered.max(held + 1);
         }
         let mode = store.mode.clone();
         let mut record = RequestRecord {
@@ -292,7 +351,8 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
             appid: envelope.appid.clone(),
             wxid: envelope.wxid.clone(),
             client_session: envelope.client_session.clone(),
-            data: envelope.data.clone(),
+            // Moved in after the answer: `respond` reads the envelope's.
+            data: Value::Null,
             event_id: event_id.clone(),
             timestamp: None,
             signature: None,
@@ -304,6 +364,7 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
         };
         let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
         record.duplicate = duplicate;
+        record.data = std::mem::take(&mut envelope.data);
         tracing::debug!(action = %record.action, wxid = %record.wxid, "control-plane websocket frame");
         store.record_request(record);
         answer
@@ -313,5 +374,5 @@ fn frame(state: &WehubState, id: u64, text: &str) -> Value {
     if let Some(event_id) = event_id {
         answer["event_id"] = Value::String(event_id);
     }
-    answer
+    (answer, delay_ms.filter(|_| !heartbeat))
 }
