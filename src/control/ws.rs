@@ -625,7 +625,7 @@ impl Runner {
         pending: &mut VecDeque<(Outbound, Instant)>,
     ) -> Result<(), String> {
         let mut written = Vec::with_capacity(batch.len());
-        for outbound in batch {
+        for mut outbound in batch {
             // The caller gave up (timeout) while it waited in the queue.
             if outbound.reply.is_closed() {
                 continue;
@@ -636,7 +636,9 @@ impl Runner {
                 }));
                 continue;
             }
-            if let Err(e) = sink.feed(Message::text(outbound.text.clone())).await {
+            // Sent once and never again: a resend is a new submit.
+            let text = std::mem::take(&mut outbound.text);
+            if let Err(e) = sink.feed(Message::text(text)).await {
                 let _ = outbound.reply.send(Err(WsError::Closed {
                     detail: format!("send failed: {e}"),
                 }));
