@@ -213,6 +213,10 @@ pub struct BenchDensityArgs {
     /// is restarted with it after the logins. Default: the config default.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub idle_poll_interval: std::time::Duration,
+    /// Wait after that restart before the window opens: the first minute of a worker is its
+    /// login transient (contact reports, the allocator trim checking every 2 s), not idling.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
     #[command(flatten)]
     pub common: BenchCommon,
 }
@@ -266,6 +270,9 @@ pub struct BenchAllArgs {
     /// `[control] poll_interval` during the idle window (see `bench density`).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub idle_poll_interval: std::time::Duration,
+    /// Wait before the idle window (see `bench density`).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
     /// Latency runs as SESSIONS@RATE.
     #[arg(long, value_delimiter = ',', default_value = "1@200,100@200")]
     pub runs: Vec<String>,

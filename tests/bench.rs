@@ -51,7 +51,15 @@ fn assert_summary(s: &Value, count: u64) {
 
 #[test]
 fn density_measures_every_worker() {
-    let r = bench(&["density", "--sessions", "2", "--idle", "1s"]);
+    let r = bench(&[
+        "density",
+        "--sessions",
+        "2",
+        "--idle",
+        "1s",
+        "--settle",
+        "0s",
+    ]);
     let d = &r["density"];
     assert_eq!(d["sessions"], 2);
     assert_eq!(d["workers"], 2, "one worker process per session: {d}");

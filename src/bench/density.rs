@@ -25,6 +25,8 @@ pub struct DensityResult {
     pub fork_server: Memory,
     /// Supervisor, fork-server template and every worker.
     pub total_pss_kib: u64,
+    /// How long the sessions had been held after the restart before the window opened.
+    pub settle_seconds: f64,
     pub idle_seconds: f64,
     /// CPU of the supervisor and its workers over the idle window, in % of one core.
     pub idle_cpu_percent: f64,
@@ -33,7 +35,7 @@ pub struct DensityResult {
 }
 
 /// Measures the lab's current sessions (they must be logged in and the supervisor running).
-pub async fn measure(lab: &Lab, idle: Duration) -> anyhow::Result<DensityResult> {
+pub async fn measure(lab: &Lab, idle: Duration, settle: Duration) -> anyhow::Result<DensityResult> {
     let sup = lab
         .agent_pid()
         .ok_or_else(|| anyhow::anyhow!("the supervisor is not running"))?;
@@ -74,6 +76,7 @@ pub async fn measure(lab: &Lab, idle: Duration) -> anyhow::Result<DensityResult>
         supervisor_threads: procfs::stat(sup).map_or(0, |s| s.threads),
         fork_server,
         total_pss_kib,
+        settle_seconds: settle.as_secs_f64(),
         idle_seconds: secs,
         idle_cpu_percent: 100.0 * cpu1.saturating_sub(cpu0) as f64 / ticks / secs,
         sim_cpu_percent: 100.0 * sim1.saturating_sub(sim0) as f64 / ticks / secs,
@@ -132,8 +135,8 @@ impl DensityResult {
         );
         t.row(
             format!(
-                "density: idle CPU over {:.0} s (hold {} ms)",
-                self.idle_seconds, self.hold_ms
+                "density: idle CPU over {:.0} s after {:.0} s (hold {} ms)",
+                self.idle_seconds, self.settle_seconds, self.hold_ms
             ),
             format!("{:.2} % of a core", self.idle_cpu_percent),
             if n >= 1000 { "< 5 %" } else { "" },

@@ -187,16 +187,19 @@ async fn density_on(
     lab: &mut Lab,
     idle: Duration,
     idle_poll: Duration,
+    settle: Duration,
 ) -> anyhow::Result<DensityResult> {
     say(format_args!(
         "restarting the supervisor with poll_interval {}",
         humantime::format_duration(idle_poll)
     ));
     lab.restart_with_poll_interval(idle_poll).await?;
-    // Let the last reports and first long polls settle before the window opens.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The restarted workers' login transient (contact reports, the first minute of allocator
+    // trim checks) is over before the window opens: what is measured is sessions being held.
+    say(format_args!("settling for {:.0} s", settle.as_secs_f64()));
+    tokio::time::sleep(settle).await;
     say(format_args!("idle window of {:.0} s", idle.as_secs_f64()));
-    density::measure(lab, idle).await
+    density::measure(lab, idle, settle).await
 }
 
 /// Puts the supervisor on the traffic poll interval (`--traffic-poll-interval`) unless it
@@ -278,7 +281,7 @@ async fn drive(scenario: BenchScenario, exe: &Path) -> anyhow::Result<(Report, O
             let lab = lab_with(exe, &a.common, a.sessions, 0).await?;
             r.density = Some(
                 with_lab(lab, async |lab: &mut Lab| {
-                    density_on(lab, a.idle, a.idle_poll_interval).await
+                    density_on(lab, a.idle, a.idle_poll_interval, a.settle).await
                 })
                 .await?,
             );
@@ -331,7 +334,7 @@ async fn drive(scenario: BenchScenario, exe: &Path) -> anyhow::Result<(Report, O
                 .unwrap_or(1);
             let lab = lab_with(exe, &a.common, n, 0).await?;
             let (d, l, t) = with_lab(lab, async |lab: &mut Lab| {
-                let d = density_on(lab, a.idle, a.idle_poll_interval).await?;
+                let d = density_on(lab, a.idle, a.idle_poll_interval, a.settle).await?;
                 let l = latency_on(lab, &runs, a.messages).await?;
                 let t = throughput_on(lab, &a.burst_sessions, a.burst).await?;
                 Ok((d, l, t))
