@@ -36,19 +36,30 @@ const STACK_MARGIN: usize = 16 << 10;
 pub async fn trim_loop() {
     // A login (or resume) takes from a few hundred milliseconds to tens of seconds on a busy
     // machine, and its garbage should go soon after it ends whenever that is: check often in
-    // the first minute (a check that finds little free is a `mallinfo2` call), then back off.
+    // the first minute (a check that finds little new free is a `mallinfo2` call), then back off.
     let start = tokio::time::Instant::now();
     let mut pause = Duration::from_secs(10);
+    // Free bytes right after the last trim: they stay counted as free once given back, so only
+    // growth past them is new garbage worth another trim.
+    let mut after_trim: Option<usize> = None;
     loop {
         let early = start.elapsed() < EARLY;
         tokio::time::sleep(if early { EARLY_PAUSE } else { pause }).await;
-        if trim_if_worth_it() >= TRIM_WORTH || !early {
+        let free = free_heap();
+        if !early || worth_trimming(free, after_trim) {
+            trim(free);
             release_unused_stack();
+            after_trim = Some(free_heap());
         }
         if !early {
             pause = (pause * 3).min(Duration::from_secs(300));
         }
     }
+}
+
+/// Whether `free` heap bytes call for a trim, given the free bytes right after the last one.
+fn worth_trimming(free: usize, after_trim: Option<usize>) -> bool {
+    free >= TRIM_WORTH && after_trim.is_none_or(|last| free >= last.saturating_add(TRIM_WORTH))
 }
 
 /// How long after start the trim loop checks every [`EARLY_PAUSE`].
@@ -105,23 +116,35 @@ fn main_stack_range(maps: &str) -> Option<(usize, usize)> {
     ))
 }
 
-/// One check (and trim when worth it); returns the bytes that were free in the heap.
-pub fn trim_if_worth_it() -> usize {
+/// Bytes free in the heap (0 where it cannot be known).
+fn free_heap() -> usize {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallinfo2 and malloc_trim have no preconditions.
-        let free = unsafe { libc::mallinfo2() }.fordblks;
-        if free >= TRIM_WORTH {
-            // SAFETY: as above.
-            unsafe { libc::malloc_trim(0) };
-        }
-        free
+        // SAFETY: mallinfo2 has no preconditions.
+        unsafe { libc::mallinfo2() }.fordblks
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
-        let _ = TRIM_WORTH;
         0
     }
+}
+
+/// Gives free heap pages back to the kernel when `free` bytes are worth the walk.
+fn trim(free: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if free >= TRIM_WORTH {
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (free, TRIM_WORTH);
+}
+
+/// One check (and trim when worth it); returns the bytes that were free in the heap.
+pub fn trim_if_worth_it() -> usize {
+    let free = free_heap();
+    trim(free);
+    free
 }
 
 #[cfg(test)]
@@ -134,6 +157,20 @@ mod tests {
         drop(big);
         trim_if_worth_it();
         trim_if_worth_it();
+    }
+
+    #[test]
+    fn trims_again_only_after_new_garbage() {
+        assert!(
+            !worth_trimming(TRIM_WORTH - 1, None),
+            "too little to bother"
+        );
+        assert!(worth_trimming(TRIM_WORTH, None), "the first time");
+        // Pages given back stay counted as free: the same amount again is not new.
+        assert!(!worth_trimming(3 * TRIM_WORTH, Some(3 * TRIM_WORTH)));
+        assert!(!worth_trimming(4 * TRIM_WORTH - 1, Some(3 * TRIM_WORTH)));
+        assert!(worth_trimming(4 * TRIM_WORTH, Some(3 * TRIM_WORTH)));
+        assert!(worth_trimming(TRIM_WORTH, Some(0)));
     }
 
     #[test]
