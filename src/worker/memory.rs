@@ -39,17 +39,19 @@ pub async fn trim_loop() {
     // the first minute (a check that finds little new free is a `mallinfo2` call), then back off.
     let start = tokio::time::Instant::now();
     let mut pause = Duration::from_secs(10);
-    // Free bytes right after the last trim: they stay counted as free once given back, so only
-    // growth past them is new garbage worth another trim.
-    let mut after_trim: Option<usize> = None;
+    // Free bytes after the last stack release. The heap is trimmed on every check (free pages
+    // are dirtied and freed again by the ongoing login without the free total changing, so only
+    // a trim finds them), but reading /proc/self/maps for the stack is kept for when new garbage
+    // says a burst (the login's deep futures) has just ended.
+    let mut after_release: Option<usize> = None;
     loop {
         let early = start.elapsed() < EARLY;
         tokio::time::sleep(if early { EARLY_PAUSE } else { pause }).await;
         let free = free_heap();
-        if !early || worth_trimming(free, after_trim) {
-            trim(free);
+        trim(free);
+        if !early || worth_trimming(free, after_release) {
             release_unused_stack();
-            after_trim = Some(free_heap());
+            after_release = Some(free_heap());
         }
         if !early {
             pause = (pause * 3).min(Duration::from_secs(300));
@@ -57,7 +59,7 @@ pub async fn trim_loop() {
     }
 }
 
-/// Whether `free` heap bytes call for a trim, given the free bytes right after the last one.
+/// Whether `free` heap bytes mean new garbage, given the free bytes after the last release.
 fn worth_trimming(free: usize, after_trim: Option<usize>) -> bool {
     free >= TRIM_WORTH && after_trim.is_none_or(|last| free >= last.saturating_add(TRIM_WORTH))
 }
