@@ -25,6 +25,7 @@
 //! - [`sim`]: the simulator of the WeChat web servers with its test-control API. It does not
 //!   import [`wechat`] types: it writes its wire bodies from the spec (DESIGN §3.1).
 
+pub mod alarm;
 pub mod backoff;
 #[cfg(unix)]
 pub mod bench;

@@ -759,6 +759,8 @@ async fn poll_tasks(
     if every.is_zero() {
         return;
     }
+    // One wake-up per interval however tokio's timer wheel would round it (crate::alarm).
+    let mut alarm = crate::alarm::Alarm::new();
     loop {
         if let Some(state) = &mut websocket
             && matches!(*state.borrow_and_update(), LinkState::Open { .. })
@@ -791,8 +793,11 @@ async fn poll_tasks(
                 every
             }
         };
+        if wait.is_zero() {
+            continue;
+        }
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = alarm.sleep(wait) => {}
             () = stop.cancelled() => return,
         }
     }
