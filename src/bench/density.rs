@@ -32,6 +32,8 @@ pub struct DensityResult {
     pub idle_cpu_percent: f64,
     /// The simulator's own CPU over the same window (not the agent's cost; for reference).
     pub sim_cpu_percent: f64,
+    /// The supervisor's (and fork-server template's) share of `idle_cpu_percent`.
+    pub supervisor_cpu_percent: f64,
 }
 
 /// Measures the lab's current sessions (they must be logged in and the supervisor running).
@@ -47,9 +49,13 @@ pub async fn measure(lab: &Lab, idle: Duration, settle: Duration) -> anyhow::Res
     let sim = lab.sim_pid().unwrap_or(0);
     let ticks = procfs::ticks_per_second() as f64;
     let start = std::time::Instant::now();
+    let mut managers = vec![sup];
+    managers.extend(template);
     let (cpu0, sim0) = (procfs::cpu_ticks(&all), procfs::cpu_ticks(&[sim]));
+    let sup0 = procfs::cpu_ticks(&managers);
     tokio::time::sleep(idle).await;
     let (cpu1, sim1) = (procfs::cpu_ticks(&all), procfs::cpu_ticks(&[sim]));
+    let sup1 = procfs::cpu_ticks(&managers);
     let secs = start.elapsed().as_secs_f64();
     // Memory after the idle window: what a long-idle fleet holds, not the login peak.
     let mems: Vec<Memory> = workers.iter().filter_map(|p| procfs::memory(*p)).collect();
@@ -80,6 +86,7 @@ pub async fn measure(lab: &Lab, idle: Duration, settle: Duration) -> anyhow::Res
         idle_seconds: secs,
         idle_cpu_percent: 100.0 * cpu1.saturating_sub(cpu0) as f64 / ticks / secs,
         sim_cpu_percent: 100.0 * sim1.saturating_sub(sim0) as f64 / ticks / secs,
+        supervisor_cpu_percent: 100.0 * sup1.saturating_sub(sup0) as f64 / ticks / secs,
     })
 }
 
@@ -138,7 +145,10 @@ impl DensityResult {
                 "density: idle CPU over {:.0} s after {:.0} s (hold {} ms)",
                 self.idle_seconds, self.settle_seconds, self.hold_ms
             ),
-            format!("{:.2} % of a core", self.idle_cpu_percent),
+            format!(
+                "{:.2} % of a core (supervisor {:.2} %)",
+                self.idle_cpu_percent, self.supervisor_cpu_percent
+            ),
             if n >= 1000 { "< 5 %" } else { "" },
         );
     }
