@@ -275,8 +275,19 @@ mod tests {
         odd["Content"] = json!(null);
         odd["RecommendInfo"] = json!([1, 2]);
         odd["AppInfo"] = json!("none");
+        let mut odd2 = message(2);
+        odd2["RecommendInfo"] = json!({"UserName": 5, "Sex": "1", "Extra": [null, {}]});
+        odd2["AppInfo"] = json!(null);
+        let mut odd3 = message(3);
+        odd3["RecommendInfo"] = json!(true);
+        odd3["AppInfo"] = json!(2.5);
         odd["Unknown"] = json!({"deep": [1, {"x": null}]});
-        let (data, _) = same(&answer(vec![odd, json!({})]).to_string(), true).unwrap();
+        let (data, _) = same(&answer(vec![odd, json!({}), odd2, odd3]).to_string(), true).unwrap();
+        let info = data.messages[2].recommend_info.as_ref().expect("an object");
+        assert_eq!((info.user_name.as_str(), info.sex), ("5", 1));
+        assert_eq!(data.messages[2].app_info, None);
+        assert_eq!(data.messages[3].recommend_info, None);
+        assert_eq!(data.messages[3].app_info, None);
         assert_eq!(data.messages[0].msg_type, 49);
         assert_eq!(data.messages[0].file_size, "1234");
         assert_eq!(data.messages[0].content, "");
@@ -332,5 +343,11 @@ mod tests {
         let (data, _) = same(twice, false).unwrap();
         assert_eq!(data.messages[0].msg_id, "2");
         assert_eq!(data.continue_flag, 1);
+        let nested = r#"{"BaseResponse": {"Ret": 0}, "AddMsgList": [{"MsgId": "1",
+            "RecommendInfo": {"UserName": "@a", "UserName": "@b"}, "AppInfo": {"Type": "5"}}]}"#;
+        let (data, _) = same(nested, false).unwrap();
+        let info = data.messages[0].recommend_info.as_ref().expect("an object");
+        assert_eq!(info.user_name, "@b");
+        assert_eq!(data.messages[0].app_info.as_ref().map(|a| a.kind), Some(5));
     }
 }
