@@ -17,6 +17,17 @@ fn session_file(cfg: &TestConfig) -> std::path::PathBuf {
     cfg.state_dir().join("sessions/s1/session.json")
 }
 
+/// Where the saved SyncKey stands: the simulator counts the account's events in key 1.
+fn saved_position(cfg: &TestConfig) -> i64 {
+    let text = std::fs::read_to_string(session_file(cfg)).expect("session.json readable");
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("session.json is JSON");
+    saved["web"]["sync_key"]
+        .as_array()
+        .and_then(|pairs| pairs.iter().find(|kv| kv[0] == 1))
+        .and_then(|kv| kv[1].as_i64())
+        .expect("a saved key 1")
+}
+
 /// Starts a worker, logs it in with a scan and waits until its session is saved.
 fn first_login(sim: &Sim, cfg: &TestConfig, uin: u64) -> Worker {
     let w = Worker::start(&cfg.path, "s1");
@@ -64,14 +75,19 @@ fn killed_worker_resumes_without_a_scan_and_loses_nothing() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600, "session.json is private");
+    let online_at = saved_position(&cfg);
     sim.inject(
         uin,
         json!({"type": "text", "from": "Bob", "text": "before the crash"}),
     );
     w.out
         .wait_for("the first message", |l| l.contains("before the crash"));
-    // A later sync starts only after the key past the first message was saved; the second
-    // message may come again after the crash (at-least-once), the first must not.
+    // The key past the first message reaches the disk within the save interval, also with
+    // nothing else happening; the second message may come again after the crash (at-least-once:
+    // a key up to that interval old is saved), the first must not.
+    wait_until("the key past the first message saved", || {
+        (saved_position(&cfg) > online_at).then_some(())
+    });
     sim.inject(
         uin,
         json!({"type": "text", "from": "Bob", "text": "just before the crash"}),

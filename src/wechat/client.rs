@@ -37,7 +37,7 @@ pub struct InitData {
 }
 
 /// One webwxsync answer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct SyncData {
     pub messages: Vec<RawMessage>,
     pub mod_contacts: Vec<RawContact>,
@@ -224,6 +224,20 @@ impl WebClient {
         url: Url,
         body: Value,
     ) -> Result<Value, WechatError> {
+        let text = self.post_for_text(endpoint, url, body).await?;
+        let v = parse_json(endpoint, &text)?;
+        check_ret(endpoint, &v)?;
+        Ok(v)
+    }
+
+    /// POSTs a JSON body to a main-host endpoint; the answer's text, for a caller that reads
+    /// (and checks) it itself.
+    pub(crate) async fn post_for_text(
+        &self,
+        endpoint: &'static str,
+        url: Url,
+        body: Value,
+    ) -> Result<String, WechatError> {
         let req = self
             .http
             .post(url)
@@ -235,9 +249,7 @@ impl WebClient {
         if !(200..300).contains(&status) {
             return Err(WechatError::Status { endpoint, status });
         }
-        let v = parse_json(endpoint, &text)?;
-        check_ret(endpoint, &v)?;
-        Ok(v)
+        Ok(text)
     }
 
     pub(crate) fn base_request(&self) -> Value {
@@ -621,40 +633,8 @@ impl WebClient {
             });
             (body, s.sync_key.clone())
         };
-        let v = self.post_json(EP, url, body).await?;
-        let sync_key = v
-            .get("SyncKey")
-            .and_then(SyncKey::from_json)
-            .filter(|k| !k.is_empty());
-        let sync_check_key = v
-            .get("SyncCheckKey")
-            .and_then(SyncKey::from_json)
-            .filter(|k| !k.is_empty());
-        let skey = v
-            .get("SKey")
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned);
-        let data = SyncData {
-            messages: opt_list(EP, &v, "AddMsgList")?,
-            mod_contacts: opt_list(EP, &v, "ModContactList")?,
-            del_contacts: opt_list::<RawContact>(EP, &v, "DelContactList")?
-                .into_iter()
-                .map(|c| c.user_name)
-                .filter(|u| !u.is_empty())
-                .collect(),
-            mod_chatroom_members: opt_list(EP, &v, "ModChatRoomMemberList")?,
-            continue_flag: v.get("ContinueFlag").and_then(json_i64).unwrap_or(0),
-            key_changed: sync_key.as_ref().is_some_and(|k| *k != old_key),
-        };
-        Ok((
-            data,
-            PendingKeys {
-                sync_key,
-                sync_check_key,
-                skey,
-            },
-        ))
+        let text = self.post_for_text(EP, url, body).await?;
+        super::sync_answer::read(&text, &old_key)
     }
 
     /// Applies the keys of a webwxsync once its data is safe.
@@ -734,12 +714,12 @@ impl WebClient {
 }
 
 /// Keys from a webwxsync, applied later by [`WebClient::commit_sync_keys`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 #[must_use = "apply the keys with commit_sync_keys once the data is safe"]
 pub struct PendingKeys {
-    sync_key: Option<SyncKey>,
-    sync_check_key: Option<SyncKey>,
-    skey: Option<String>,
+    pub(super) sync_key: Option<SyncKey>,
+    pub(super) sync_check_key: Option<SyncKey>,
+    pub(super) skey: Option<String>,
 }
 
 /// Which of the session's hosts a request goes to.
@@ -766,7 +746,15 @@ pub(crate) fn parse_json(endpoint: &'static str, text: &str) -> Result<Value, We
 }
 
 pub(crate) fn check_ret(endpoint: &'static str, v: &Value) -> Result<(), WechatError> {
-    let br = v.get("BaseResponse").ok_or(WechatError::Missing {
+    check_base_response(endpoint, v.get("BaseResponse"))
+}
+
+/// [`check_ret`] for an answer's `BaseResponse` (`None`: the answer had none).
+pub(crate) fn check_base_response(
+    endpoint: &'static str,
+    br: Option<&Value>,
+) -> Result<(), WechatError> {
+    let br = br.ok_or(WechatError::Missing {
         endpoint,
         what: "BaseResponse",
     })?;

@@ -171,11 +171,11 @@ pub struct RawMessage {
     pub status_notify_code: i64,
     #[serde(deserialize_with = "lenient::string")]
     pub status_notify_user_name: String,
-    #[serde(deserialize_with = "lenient::option")]
+    #[serde(deserialize_with = "lenient::object")]
     pub recommend_info: Option<RawRecommendInfo>,
     #[serde(deserialize_with = "lenient::i64")]
     pub forward_flag: i64,
-    #[serde(deserialize_with = "lenient::option")]
+    #[serde(deserialize_with = "lenient::object")]
     pub app_info: Option<RawAppInfo>,
     #[serde(deserialize_with = "lenient::i64")]
     pub has_product_id: i64,

@@ -13,3 +13,4 @@ pub mod ops;
 pub mod parse;
 pub mod session;
 pub mod sync;
+pub(crate) mod sync_answer;

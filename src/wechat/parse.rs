@@ -829,6 +829,8 @@ pub fn replace_line_breaks(s: &str) -> Cow<'_, str> {
 /// endpoints and eras (numbers as strings, `null` for empty lists). None of them ever fails: a value
 /// of an unusable type becomes the default.
 pub mod lenient {
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
 
@@ -893,17 +895,60 @@ pub mod lenient {
         })
     }
 
-    /// An object; `null`, a non-object or anything unusable gives `None`.
-    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    /// An object, for a type that reads every object (all its fields lenient); `null` or any
+    /// other non-object gives `None`. The object is read straight into the type, without a
+    /// `Value` tree in between. Straight from text, a key given twice is an error rather than
+    /// "the last one wins"; the webwxsync reader then reads the answer through a `Value`,
+    /// where it is not (src/wechat/sync_answer.rs).
+    pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
-        T: serde::de::DeserializeOwned,
+        T: Deserialize<'de>,
     {
-        Ok(match Value::deserialize(d)? {
-            // serde would also read a struct from an array; only objects are meant here.
-            v @ Value::Object(_) => serde_json::from_value(v).ok(),
-            _ => None,
-        })
+        d.deserialize_any(ObjectOrNothing(std::marker::PhantomData))
+    }
+
+    struct ObjectOrNothing<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOrNothing<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
+            Ok(None)
+        }
     }
 }
 

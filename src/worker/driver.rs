@@ -9,6 +9,7 @@ use super::events::{
 use super::pacing::{Pacer, is_rate_limit_notice};
 use super::persist;
 use super::qr;
+use super::saver::Saver;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::backoff::Backoff;
 use crate::config::Config;
@@ -71,7 +72,7 @@ pub async fn run(
         book: None,
         recent: RecentIds::new(4096),
         media: super::ops::MediaIndex::new(10_000),
-        dir: persist::session_dir(&config.agent.state_dir, &spec_id),
+        saver: Saver::new(persist::session_dir(&config.agent.state_dir, &spec_id)),
         settings,
         logged_out_remote: false,
     };
@@ -96,8 +97,8 @@ struct Session<'a> {
     recent: RecentIds,
     media: super::ops::MediaIndex,
     settings: ClientSettings,
-    /// `state_dir/sessions/<id>`.
-    dir: std::path::PathBuf,
+    /// Writes `state_dir/sessions/<id>/session.json`.
+    saver: Saver,
     /// webwxlogout was sent: the saved session is worthless.
     logged_out_remote: bool,
 }
@@ -176,7 +177,7 @@ impl Session<'_> {
     /// Resume first (DESIGN §3.3): the saved session via webwxinit, then push login, then a
     /// fresh QR code for the same session id. Each step is logged and reported.
     async fn resume_or_login(&mut self) -> Result<InitData, Outcome> {
-        match persist::load(&self.dir) {
+        match persist::load(self.saver.dir()) {
             Ok(Some(saved)) => match self.resume(saved).await {
                 Ok(init) => return Ok(init),
                 Err(Some(outcome)) => return Err(outcome),
@@ -186,7 +187,7 @@ impl Session<'_> {
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring the saved session");
                 if matches!(e, persist::PersistError::Corrupt { .. }) {
-                    let _ = persist::delete(&self.dir);
+                    let _ = persist::delete(self.saver.dir());
                 }
             }
         }
@@ -244,7 +245,7 @@ impl Session<'_> {
             }
             Err(detail) => self.step("push_login", false, detail).await,
         }
-        if let Err(e) = persist::delete(&self.dir) {
+        if let Err(e) = persist::delete(self.saver.dir()) {
             tracing::warn!(error = %e, "could not delete the rejected session");
         }
         self.client = match WebClient::new(self.settings.clone()) {
@@ -333,32 +334,10 @@ impl Session<'_> {
             .await
     }
 
-    /// Saves the session (credentials, cookies, keys) for a resume. Failures are logged: the
-    /// session goes on, it just could not be resumed after a crash.
-    fn save(&self) {
+    /// Saves the session (credentials, cookies, keys) for a resume, now.
+    fn save(&mut self) {
         if let Some(saved) = self.saved() {
-            Self::write_saved(&self.dir, &saved);
-        }
-    }
-
-    /// [`save`](Self::save) on the blocking pool: its syncs then do not hold up the other tasks
-    /// of this runtime (the report just spooled is being posted meanwhile). Awaited, so saves
-    /// stay in order.
-    async fn save_off_thread(&self) {
-        let Some(saved) = self.saved() else { return };
-        let dir = self.dir.clone();
-        let span = tracing::Span::current();
-        let done =
-            tokio::task::spawn_blocking(move || span.in_scope(|| Self::write_saved(&dir, &saved)))
-                .await;
-        if let Err(e) = done {
-            tracing::error!(error = %e, "could not save the session");
-        }
-    }
-
-    fn write_saved(dir: &std::path::Path, saved: &persist::SavedSession) {
-        if let Err(e) = persist::save(dir, saved) {
-            tracing::error!(error = %e, "could not save the session");
+            self.saver.write(saved);
         }
     }
 
@@ -379,16 +358,20 @@ impl Session<'_> {
 
     /// Keeps the saved session only when the account may still be logged in (a drain or a
     /// network outage); deletes it after any logout, so it never breaks the next start.
-    fn settle(&self, outcome: &Outcome) {
+    fn settle(&mut self, outcome: &Outcome) {
         let keep = !self.logged_out_remote
             && matches!(
                 outcome,
                 Outcome::LoggedOut(LogoutReason::Shutdown | LogoutReason::Network { .. })
             );
         if keep {
+            // Also the keys a deferred save still held back.
             self.save();
-        } else if let Err(e) = persist::delete(&self.dir) {
-            tracing::warn!(error = %e, "could not delete the saved session");
+        } else {
+            self.saver.forget();
+            if let Err(e) = persist::delete(self.saver.dir()) {
+                tracing::warn!(error = %e, "could not delete the saved session");
+            }
         }
     }
 
@@ -468,8 +451,18 @@ impl Session<'_> {
                 let fut = sync.next(&self.client, &self.shutdown);
                 tokio::pin!(fut);
                 loop {
+                    let save_due = self.saver.due();
                     tokio::select! {
                         step = &mut fut => break step,
+                        // A deferred save, written while the next long poll waits: a quiet
+                        // session keeps its newest key on disk too.
+                        () = tokio::time::sleep_until(save_due.unwrap_or_else(Instant::now)), if save_due.is_some() => {
+                            if let Some(saved) = self.saved() {
+                                self.saver.write_off_thread(saved).await;
+                            } else {
+                                self.saver.forget();
+                            }
+                        }
                         Some(cmd) = self.commands.recv() => {
                             if let Some(outcome) = Self::command(&self.client, &self.spec.pacer, self.book.as_mut(), &self.media, &self.events, &mut self.recent, cmd).await {
                                 // Logout and refusal both sent webwxlogout.
@@ -509,7 +502,11 @@ impl Session<'_> {
                         continue;
                     }
                     self.client.commit_sync_keys(keys);
-                    self.save_off_thread().await;
+                    // Written at once when more than the keys moved, else within
+                    // KEY_SAVE_INTERVAL (the branch on `save_due` above).
+                    if let Some(saved) = self.saved() {
+                        self.saver.after_sync(saved).await;
+                    }
                 }
                 SyncStep::Reinit(init) => {
                     if let Some(mut book) = self.book.take() {

@@ -16,5 +16,6 @@ pub mod pacing;
 pub mod persist;
 pub mod qr;
 pub mod reports;
+pub mod saver;
 pub mod state;
 pub mod supervised;

@@ -23,6 +23,44 @@ pub struct SavedSession {
     pub web: WebSession,
 }
 
+impl SavedSession {
+    /// True when `other` holds the same as this apart from the sync keys (and the time it was
+    /// made): then writing it only moves where a resume continues, which may wait a little
+    /// (src/worker/saver.rs). Spelled out field by field so a new field must be placed.
+    pub fn same_but_sync_keys(&self, other: &SavedSession) -> bool {
+        let SavedSession {
+            version,
+            session_id,
+            saved_at_ms: _,
+            wxid,
+            nickname,
+            web,
+        } = self;
+        let WebSession {
+            credentials,
+            cookies,
+            main_origin,
+            file_origin,
+            webpush_origin,
+            sync_key: _,
+            sync_check_key: _,
+            self_user_name,
+            desktop_mode,
+        } = web;
+        *version == other.version
+            && *session_id == other.session_id
+            && *wxid == other.wxid
+            && *nickname == other.nickname
+            && *credentials == other.web.credentials
+            && *cookies == other.web.cookies
+            && *main_origin == other.web.main_origin
+            && *file_origin == other.web.file_origin
+            && *webpush_origin == other.web.webpush_origin
+            && *self_user_name == other.web.self_user_name
+            && *desktop_mode == other.web.desktop_mode
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     #[error("{path}: {source}")]
@@ -185,6 +223,33 @@ mod tests {
         delete(&dir).unwrap();
         delete(&dir).unwrap();
         assert!(load(&dir).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_sync_keys_and_time_may_differ_for_same_but_sync_keys() {
+        let a = sample();
+        let mut b = sample();
+        b.saved_at_ms = 99;
+        b.web.sync_key = crate::wechat::session::SyncKey(vec![(1, 8), (201, 5)]);
+        b.web.sync_check_key = crate::wechat::session::SyncKey(vec![(1, 8)]);
+        assert!(a.same_but_sync_keys(&b) && b.same_but_sync_keys(&a));
+        let mut c = b.clone();
+        c.web.credentials.skey = "NEW_SKEY".into();
+        assert!(!a.same_but_sync_keys(&c), "a new skey is saved at once");
+        let mut c = b.clone();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::SET_COOKIE,
+            reqwest::header::HeaderValue::from_static("webwx_data_ticket=T2; Path=/"),
+        );
+        c.web.cookies.store_from_headers(&headers);
+        assert!(!a.same_but_sync_keys(&c), "a new cookie is saved at once");
+        let mut c = b.clone();
+        c.nickname = "B".into();
+        assert!(!a.same_but_sync_keys(&c));
+        let mut c = b;
+        c.web.self_user_name = "@other".into();
+        assert!(!a.same_but_sync_keys(&c));
     }
 
     #[test]
