@@ -132,7 +132,18 @@ impl ForkThread {
         std::thread::Builder::new()
             .name("fork-server".into())
             .spawn(move || {
-                let mut server: Option<super::forkserver::ForkServer> = None;
+                // Started before the first request: a worker then only waits for the fork.
+                let mut server = match super::forkserver::ForkServer::start(&exe, config_path.as_deref()) {
+                    Ok(t) => {
+                        tracing::info!(pid = t.pid(), "fork-server template started");
+                        pid_slot.store(t.pid(), std::sync::atomic::Ordering::Relaxed);
+                        Some(t)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the fork-server template yet; the first worker tries again");
+                        None
+                    }
+                };
                 loop {
                     let req = match rx.recv_timeout(TEMPLATE_CHECK) {
                         Ok(req) => req,
@@ -209,8 +220,8 @@ impl std::fmt::Debug for Launcher {
 }
 
 impl Launcher {
-    /// With `fork_server` (Linux), a thread for the template is started here; the template
-    /// itself starts with the first worker.
+    /// With `fork_server` (Linux), a thread for the template is started here, and it starts
+    /// the template at once.
     pub fn new(exe: PathBuf, config_path: Option<PathBuf>, fork_server: bool) -> Launcher {
         #[cfg(target_os = "linux")]
         let fork = if fork_server {

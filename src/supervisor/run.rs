@@ -61,6 +61,13 @@ pub async fn run(
         anyhow::bail!("`wxagent run` needs [control] callback_url in the configuration");
     };
     let machine_id = config.agent.machine_id.clone();
+    // First: the fork-server template starts (its exec and TLS set-up) while the rest of the
+    // supervisor starts, instead of in front of the first worker.
+    let launcher = Arc::new(process::Launcher::new(
+        opts.exe.clone(),
+        opts.config_path.clone(),
+        config.agent.fork_server,
+    ));
     let control = ControlClient::new(&config.control, machine_id.clone())?;
     let registry = Arc::new(Registry::default());
     let admin_opts = admin::AdminOptions {
@@ -79,11 +86,6 @@ pub async fn run(
         tracing::warn!(error = %e, "could not record the admin API address");
     }
 
-    let launcher = Arc::new(process::Launcher::new(
-        opts.exe.clone(),
-        opts.config_path.clone(),
-        config.agent.fork_server,
-    ));
     let mut sup = Supervisor {
         config: &config,
         launcher,
