@@ -19,12 +19,7 @@ fn cmdline(pid: u32) -> Vec<String> {
 
 /// Asks for session `id` and waits for its first QR upload; returns the worker's pid.
 fn start_session(sim: &Sim, sup: &Supervisor, id: &str) -> u32 {
-    let task = sim.queue_qr_task(id);
-    let result = sim.wait_task_result(&task);
-    assert_eq!(result["task_result"], 1, "task 200 accepted: {result}");
-    sim.wait_qr_session(&format!("the QR upload of {id}"), id, |s| {
-        s["uploads"].as_u64() >= Some(1)
-    });
+    sim.request_qr_session(id);
     sup.worker_pid(id)
 }
 
