@@ -407,11 +407,8 @@ impl Delivery {
                             break;
                         }
                         Err(e) => {
-                            let failure = Failure::Transient(format!("{action}: {}", chain(&e)));
-                            let delay = fast.next_delay();
-                            return self
-                                .abandon(failure, Some((&event_id, &action)), delay)
-                                .await;
+                            let why = format!("{action}: {}", chain(&e));
+                            return self.abandon_transient(why, &event_id, &action, fast).await;
                         }
                     }
                 }
@@ -439,20 +436,13 @@ impl Delivery {
             let ack = match outcome {
                 Ok(ack) if ack.parsed => ack,
                 Ok(_) => {
-                    let failure = Failure::Transient(format!(
-                        "{action}: the control plane's answer frame is not a JSON object"
-                    ));
-                    let delay = fast.next_delay();
-                    return self
-                        .abandon(failure, Some((&event_id, &action)), delay)
-                        .await;
+                    let why =
+                        format!("{action}: the control plane's answer frame is not a JSON object");
+                    return self.abandon_transient(why, &event_id, &action, fast).await;
                 }
                 Err(e) => {
-                    let failure = Failure::Transient(format!("{action}: {}", chain(&e)));
-                    let delay = fast.next_delay();
-                    return self
-                        .abandon(failure, Some((&event_id, &action)), delay)
-                        .await;
+                    let why = format!("{action}: {}", chain(&e));
+                    return self.abandon_transient(why, &event_id, &action, fast).await;
                 }
             };
             match self.delivered(&event_id, &action, ack, fast, slow).await {
@@ -466,6 +456,20 @@ impl Delivery {
 
     /// [`failed`](Self::failed) for the window path: the frames still in flight are dropped
     /// with the caller's queue (their answers, if any come, go nowhere).
+    /// [`abandon`](Self::abandon) for a transient failure of report `event_id`, on the fast
+    /// schedule.
+    async fn abandon_transient(
+        &self,
+        why: String,
+        event_id: &str,
+        action: &str,
+        fast: &mut Backoff,
+    ) -> Window {
+        let delay = fast.next_delay();
+        self.abandon(Failure::Transient(why), Some((event_id, action)), delay)
+            .await
+    }
+
     async fn abandon(
         &self,
         failure: Failure,
