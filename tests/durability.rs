@@ -270,6 +270,54 @@ fn restarted_supervisor_resumes_every_session_without_a_scan() {
     }
 }
 
+/// Linux may send a child its parent-death signal more than once: the signal follows the parent
+/// *thread*, and a dying multi-threaded supervisor hands its children from thread to thread,
+/// signalling them at each hand-over. A worker drains once however many come: it tells the
+/// control plane (`logout`, reason `shutdown`), keeps its web session, and ends as asked, not
+/// cut short by a "second signal" (that made the test above flaky).
+#[cfg(target_os = "linux")]
+#[test]
+fn repeated_parent_death_signals_drain_the_worker_once() {
+    let sim = Sim::start();
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let sup = Supervisor::start(&cfg.path);
+    let sessions = online_sessions(&sim, &sup, "dh", 1);
+    let (id, uin, pid) = &sessions[0];
+    let mut ledger = Ledger::default();
+    ledger.inject(&sim, id, *uin);
+    ledger.wait_all_delivered(&sim, WAIT);
+
+    assert!(
+        signal_pid(*pid, libc::SIGHUP),
+        "worker {pid} is there to signal"
+    );
+    // The drain takes a few milliseconds: these land during it (or find the worker gone).
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(2));
+        signal_pid(*pid, libc::SIGHUP);
+    }
+    let wxid = uin.to_string();
+    let logout = sim.wait_request("the drain logout", "logout", |r| r["wxid"] == wxid);
+    assert_eq!(logout["data"]["reason"], "shutdown", "{logout}");
+    sup.wait_log(
+        "the drained worker's end",
+        &["session ended", "exited: ok (exit code 0)"],
+    );
+    let log = sup.err.all();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("hang-up: the parent process")),
+        "the worker took the hang-up for a stop"
+    );
+    assert!(
+        log.iter().all(|l| !l.contains("second signal")),
+        "no hang-up counted as a second signal"
+    );
+    assert_eq!(sim.session(*uin).expect("web session")["alive"], true);
+    let logouts = sim.requests("logout");
+    assert_eq!(logouts.len(), 1, "one drain: {logouts:?}");
+}
+
 #[test]
 fn sixty_second_control_plane_outage_loses_nothing_and_keeps_order() {
     const OUTAGE: Duration = Duration::from_secs(60);

@@ -470,7 +470,7 @@ fn fork_child(supervisor: libc::pid_t) -> io::Result<libc::pid_t> {
     if r == 0 {
         // SAFETY: prctl/getppid only affect or read the calling process.
         unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0
+            if libc::prctl(libc::PR_SET_PDEATHSIG, crate::shutdown::PARENT_DEATH_SIGNAL) != 0
                 || libc::getppid() != supervisor
             {
                 // The supervisor died while we were being made: nobody would watch us.

@@ -1,11 +1,13 @@
 //! Starting and stopping one worker process. Each worker runs in its own process group so a
-//! stop reaches everything it started; on Linux it also gets PR_SET_PDEATHSIG so it dies with
-//! the supervisor, and its stdin is a pipe whose EOF is the portable version of that signal.
+//! stop reaches everything it started; on Linux it also gets PR_SET_PDEATHSIG (SIGHUP, see
+//! [`crate::shutdown`]) so it drains when the supervisor dies, and its stdin is a pipe whose EOF is the portable version of that signal.
 //! Stop = SIGTERM to the group → grace → SIGKILL → wait: the child is always reaped.
 //! On Windows each worker goes into one kill-on-close job object held by the supervisor (when
 //! the supervisor dies, Windows kills them all), and the caller closes the worker's stdin
 //! instead of sending SIGTERM.
 
+#[cfg(target_os = "linux")]
+use crate::shutdown::PARENT_DEATH_SIGNAL;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -315,7 +317,8 @@ impl Launcher {
 
 /// Makes `cmd` a child we own: killed if its handle is dropped without a stop (last resort), in
 /// its own process group (a signal to the group reaches all it started, and a terminal's
-/// Ctrl-C reaches only us), and on Linux sent SIGTERM when we die (PR_SET_PDEATHSIG).
+/// Ctrl-C reaches only us), and on Linux sent [`PARENT_DEATH_SIGNAL`] when we die
+/// (PR_SET_PDEATHSIG): a hang-up, which stops it gracefully however often Linux repeats it.
 pub fn isolate(cmd: &mut Command) {
     cmd.kill_on_drop(true);
     #[cfg(unix)]
@@ -326,7 +329,7 @@ pub fn isolate(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
