@@ -180,7 +180,9 @@ impl DeliveryHandle {
     /// a delivery run ends), so a stop right after a drain sends nothing twice.
     async fn sync_acks(&self) {
         let spool = self.shared.spool.clone();
-        let synced = tokio::task::spawn_blocking(move || lock(&spool).sync_acks()).await;
+        let synced =
+            tokio::task::spawn_blocking(move || crate::control::spool::sync_acks_unlocked(&spool))
+                .await;
         if let Ok(Err(e)) = synced {
             tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool; they may be sent again after a restart");
         }
@@ -257,7 +259,10 @@ impl Delivery {
     async fn run(self) {
         self.deliver().await;
         // Acks not yet on disk would only mean repeats after a restart; written while we can.
-        if let Some(Err(e)) = self.with_spool(Spool::sync_acks).await {
+        if let Some(Err(e)) = self
+            .with_shared_spool(crate::control::spool::sync_acks_unlocked)
+            .await
+        {
             tracing::warn!(error = %chain(&e), "cannot record the last deliveries in the spool; they will be sent again");
         }
     }
@@ -553,7 +558,10 @@ impl Delivery {
     /// Writes the deferred acks (one sync). A failure is only logged: the acks stay in memory
     /// and go out with the next write, and at worst a restart sends those reports again.
     async fn sync_acks(&self) {
-        if let Some(Err(e)) = self.with_spool(Spool::sync_acks).await {
+        if let Some(Err(e)) = self
+            .with_shared_spool(crate::control::spool::sync_acks_unlocked)
+            .await
+        {
             tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool yet; retrying with the next write");
         }
     }
@@ -633,9 +641,19 @@ impl Delivery {
         &self,
         op: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
     ) -> Option<Result<T, SpoolError>> {
+        self.with_shared_spool(move |spool| op(&mut lock(spool)))
+            .await
+    }
+
+    /// Runs `op`, which takes the spool's lock itself, on the blocking pool; `None` when the
+    /// runtime is shutting down.
+    async fn with_shared_spool<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Mutex<Spool>) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Option<Result<T, SpoolError>> {
         let spool = self.shared.spool.clone();
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| op(&mut lock(&spool)))).await {
+        match tokio::task::spawn_blocking(move || span.in_scope(|| op(&spool))).await {
             Ok(result) => Some(result),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => None,

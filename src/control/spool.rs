@@ -44,8 +44,16 @@
 //! # Durability and recovery
 //!
 //! An append or ack returns only after its bytes are written and `fdatasync`ed; a batch
-//! ([`Spool::append_batch`]) is one write and one sync (group commit). A new segment's header is
-//! synced, and then its directory, before anything is written to it. On open:
+//! ([`Spool::append_batch`]) is one write and one sync (group commit). The unsynced forms
+//! ([`Spool::append_unsynced`], [`Spool::append_batch_unsynced`]) return once the bytes are
+//! written, with an [`Unsynced`] whose [`sync`](Unsynced::sync) makes them durable: the caller
+//! runs it without the spool's lock, so the report can be read back and sent while the disk
+//! works. A report is safe once its sync returned or the control plane acknowledged it
+//! (at-least-once either way); whatever depends on it being on disk (the SyncKey) waits for the
+//! sync. At most one write is ever unsynced: a write that finds an earlier one still unsynced
+//! syncs it first, and a rotation syncs the segment it leaves, so after a machine crash damage
+//! can only be a torn tail of the active segment, as with synced appends. A new segment's header
+//! is synced, and then its directory, before anything is written to it. On open:
 //!
 //! - The acknowledged cursor is the largest ack record found, or (when the records that said so
 //!   were compacted away) one below the first remaining segment's base seq.
@@ -73,6 +81,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The only format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -266,8 +276,14 @@ pub struct Spool {
     _lock: File,
     /// Oldest first; never empty; the last is the active segment.
     segments: VecDeque<Segment>,
-    /// The active segment, opened for reading and appending.
-    active: File,
+    /// The active segment, opened for reading and appending (shared with [`Unsynced`]).
+    active: Arc<File>,
+    /// Numbers the writes: the latest one, and (shared with [`Unsynced`]) the latest one known
+    /// to be synced. They differ while one write waits for its sync.
+    written: u64,
+    /// The segment the latest write went to (its file and path).
+    written_to: (Arc<File>, PathBuf),
+    synced: Arc<AtomicU64>,
     active_len: u64,
     next_seq: u64,
     pending: u64,
@@ -281,8 +297,61 @@ pub struct Spool {
     /// is not yet on disk, and how many such acks there are.
     unsynced_ack: Option<u64>,
     unsynced_acks: u64,
-    broken: bool,
+    /// A write could not be undone or synced; shared with [`Unsynced`].
+    broken: Arc<AtomicBool>,
     recovery: Recovery,
+}
+
+/// Syncs the spool's latest write if its sync has not been seen yet, holding the lock only to
+/// look: call before a write so that write does not sync an earlier one under the lock.
+pub fn settle(spool: &std::sync::Mutex<Spool>) -> Result<(), SpoolError> {
+    let tail = spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unsynced_write();
+    tail.map_or(Ok(()), Unsynced::sync)
+}
+
+/// Writes the deferred acks ([`Spool::write_acks`]) and syncs them, holding the lock for
+/// neither sync (see [`settle`]).
+pub fn sync_acks_unlocked(spool: &std::sync::Mutex<Spool>) -> Result<(), SpoolError> {
+    settle(spool)?;
+    let written = spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .write_acks()?;
+    written.map_or(Ok(()), Unsynced::sync)
+}
+
+/// Records written to the spool but not yet synced: [`sync`](Self::sync) makes them durable.
+/// It needs no lock on the spool, so readers and the sender go on meanwhile.
+#[derive(Debug)]
+#[must_use = "the records are not durable until synced"]
+pub struct Unsynced {
+    file: Arc<File>,
+    path: PathBuf,
+    write: u64,
+    synced: Arc<AtomicU64>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Unsynced {
+    /// `fdatasync`s the segment the records went to. On failure the spool refuses further
+    /// writes until it is reopened (after a failed sync the kernel's copy of the file cannot be
+    /// trusted to reach the disk), and the records must count as not spooled.
+    pub fn sync(self) -> Result<(), SpoolError> {
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.synced.fetch_max(self.write, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(segment = %self.path.display(), error = %e, "cannot sync the spool; it must be reopened");
+                self.broken.store(true, Ordering::Release);
+                Err(io_err("sync", &self.path)(e))
+            }
+        }
+    }
 }
 
 impl Spool {
@@ -448,6 +517,12 @@ impl Spool {
         };
         recovery.pending = pending;
         recovery.next_seq = next_seq;
+        let active = Arc::new(active);
+        let path_of_active = segments
+            .back()
+            .expect("there is an active segment")
+            .path
+            .clone();
 
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -455,8 +530,11 @@ impl Spool {
             limits,
             _lock: lock,
             segments,
+            written_to: (active.clone(), path_of_active),
             active,
             active_len,
+            written: 0,
+            synced: Arc::new(AtomicU64::new(0)),
             next_seq,
             pending,
             pending_bytes,
@@ -466,7 +544,7 @@ impl Spool {
             full_logged: false,
             unsynced_ack: None,
             unsynced_acks: 0,
-            broken: false,
+            broken: Arc::new(AtomicBool::new(false)),
             recovery,
         };
         spool.compact();
@@ -503,16 +581,30 @@ impl Spool {
     /// Appends one report and makes it durable (fdatasync) before returning it with its event
     /// id. [`SpoolError::Full`] when a limit would be exceeded.
     pub fn append(&mut self, action: &str, wxid: &str, data: &Value) -> Result<Entry, SpoolError> {
+        let (entry, unsynced) = self.append_unsynced(action, wxid, data)?;
+        unsynced.sync()?;
+        Ok(entry)
+    }
+
+    /// [`append`](Self::append) without the sync: the report can be read and sent at once, and
+    /// is durable once the returned [`Unsynced`] is synced.
+    pub fn append_unsynced(
+        &mut self,
+        action: &str,
+        wxid: &str,
+        data: &Value,
+    ) -> Result<(Entry, Unsynced), SpoolError> {
         let mut buf = Vec::new();
         let len = encode_entry(&mut buf, self.next_seq, action, wxid, data);
-        self.write_entries(buf, &[len])?;
-        Ok(Entry {
+        let unsynced = self.write_entries(buf, &[len])?;
+        let entry = Entry {
             event_id: self.event_id(self.next_seq - 1),
             seq: self.next_seq - 1,
             action: action.to_owned(),
             wxid: wxid.to_owned(),
             data: data.clone(),
-        })
+        };
+        Ok((entry, unsynced))
     }
 
     /// Appends several reports `(action, wxid, data)` with one write and one sync (group
@@ -521,8 +613,21 @@ impl Spool {
         &mut self,
         items: &[(String, String, Value)],
     ) -> Result<Vec<Entry>, SpoolError> {
+        let (entries, unsynced) = self.append_batch_unsynced(items)?;
+        if let Some(u) = unsynced {
+            u.sync()?;
+        }
+        Ok(entries)
+    }
+
+    /// [`append_batch`](Self::append_batch) without the sync (`None` for no items): see
+    /// [`append_unsynced`](Self::append_unsynced).
+    pub fn append_batch_unsynced(
+        &mut self,
+        items: &[(String, String, Value)],
+    ) -> Result<(Vec<Entry>, Option<Unsynced>), SpoolError> {
         if items.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let first = self.next_seq;
         let mut buf = Vec::new();
@@ -530,8 +635,8 @@ impl Spool {
         for (i, (action, wxid, data)) in items.iter().enumerate() {
             lens.push(encode_entry(&mut buf, first + i as u64, action, wxid, data));
         }
-        self.write_entries(buf, &lens)?;
-        Ok(items
+        let unsynced = self.write_entries(buf, &lens)?;
+        let entries = items
             .iter()
             .enumerate()
             .map(|(i, (action, wxid, data))| Entry {
@@ -541,7 +646,8 @@ impl Spool {
                 wxid: wxid.clone(),
                 data: data.clone(),
             })
-            .collect())
+            .collect();
+        Ok((entries, Some(unsynced)))
     }
 
     /// The oldest report not yet acknowledged, read back from disk.
@@ -550,7 +656,7 @@ impl Spool {
             return Ok(None);
         };
         let opened = self.reader(segment)?;
-        let file = opened.as_ref().unwrap_or(&self.active);
+        let file = opened.as_ref().unwrap_or(&*self.active);
         self.read_slot(file, segment, slot, seq).map(Some)
     }
 
@@ -568,7 +674,7 @@ impl Spool {
                 continue;
             }
             let opened = self.reader(segment)?;
-            let file = opened.as_ref().unwrap_or(&self.active);
+            let file = opened.as_ref().unwrap_or(&*self.active);
             let skip = (after + 1).saturating_sub(segment.first_seq) as usize;
             for (i, slot) in segment.slots.iter().enumerate().skip(skip) {
                 if out.len() >= max {
@@ -673,16 +779,32 @@ impl Spool {
     /// Writes the acks made by [`ack_deferred`](Self::ack_deferred) as one ack record and syncs
     /// it; then drops segments nothing pending is left in.
     pub fn sync_acks(&mut self) -> Result<(), SpoolError> {
+        match self.write_acks()? {
+            Some(u) => u.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// [`sync_acks`](Self::sync_acks) without the sync of the ack record (`None`: there was
+    /// nothing to write).
+    pub fn write_acks(&mut self) -> Result<Option<Unsynced>, SpoolError> {
+        let mut unsynced = None;
         if let Some(seq) = self.unsynced_ack {
             let mut buf = Vec::with_capacity(RECORD_HEADER);
             encode_record(&mut buf, KIND_ACK, seq, &[]);
-            self.write_synced(&buf)?;
+            unsynced = Some(self.write_unsynced(&buf)?);
             self.unsynced_ack = None;
             self.unsynced_acks = 0;
         }
         self.compact();
         self.rotate_if_idle();
-        Ok(())
+        Ok(unsynced)
+    }
+
+    /// The latest write, when its sync has not been seen yet. Syncing it without the lock
+    /// ([`settle`]) spares the next write the sync it would otherwise do under the lock.
+    pub fn unsynced_write(&self) -> Option<Unsynced> {
+        (self.synced.load(Ordering::Acquire) < self.written).then(|| self.unsynced_tail())
     }
 
     /// Reports pending.
@@ -734,8 +856,8 @@ impl Spool {
     }
 
     /// Checks the limits, writes `buf` (records of consecutive entries from `next_seq`, whose
-    /// lengths are `lens`) durably and indexes them.
-    fn write_entries(&mut self, buf: Vec<u8>, lens: &[u32]) -> Result<(), SpoolError> {
+    /// lengths are `lens`) and indexes them; the caller syncs them.
+    fn write_entries(&mut self, buf: Vec<u8>, lens: &[u32]) -> Result<Unsynced, SpoolError> {
         self.check_usable()?;
         let total = buf.len() as u64;
         let count = lens.len() as u64;
@@ -796,7 +918,7 @@ impl Spool {
                 limit: SEGMENT_HARD_LIMIT - start,
             });
         }
-        self.write_synced(&buf)?;
+        let unsynced = self.write_unsynced(&buf)?;
         if acked > 0 {
             self.unsynced_ack = None;
             self.unsynced_acks = 0;
@@ -820,49 +942,77 @@ impl Spool {
         self.appended_total += count;
         self.full_logged = false;
         crate::stats::changed();
-        Ok(())
+        Ok(unsynced)
     }
 
-    /// Appends `buf` to the active segment and syncs it; on failure the segment is cut back
-    /// to where it was, so a partial write never sits before later records.
-    fn write_synced(&mut self, buf: &[u8]) -> Result<(), SpoolError> {
+    /// Syncs the last write if its own sync has not been seen yet.
+    fn sync_earlier_write(&mut self) -> Result<(), SpoolError> {
+        if self.synced.load(Ordering::Acquire) >= self.written {
+            return Ok(());
+        }
+        self.unsynced_tail().sync()
+    }
+
+    /// An [`Unsynced`] for the latest write.
+    fn unsynced_tail(&self) -> Unsynced {
+        Unsynced {
+            file: self.written_to.0.clone(),
+            path: self.written_to.1.clone(),
+            write: self.written,
+            synced: self.synced.clone(),
+            broken: self.broken.clone(),
+        }
+    }
+
+    /// Appends `buf` to the active segment, after syncing an earlier write that may not be
+    /// synced yet (so only the tail can ever be unsynced); on failure the segment is cut back to
+    /// where it was, so a partial write never sits before later records.
+    fn write_unsynced(&mut self, buf: &[u8]) -> Result<Unsynced, SpoolError> {
         self.check_usable()?;
-        let path = &self
-            .segments
-            .back()
-            .expect("there is an active segment")
-            .path;
-        let written = self
-            .active
-            .write_all(buf)
-            .map_err(io_err("write", path))
-            .and_then(|()| self.active.sync_data().map_err(io_err("sync", path)));
+        self.sync_earlier_write()?;
+        let written = (&*self.active).write_all(buf);
         match written {
             Ok(()) => {
                 self.active_len += buf.len() as u64;
-                Ok(())
+                self.written += 1;
+                if !Arc::ptr_eq(&self.written_to.0, &self.active) {
+                    let path = &self
+                        .segments
+                        .back()
+                        .expect("there is an active segment")
+                        .path;
+                    self.written_to = (self.active.clone(), path.clone());
+                }
+                Ok(self.unsynced_tail())
             }
             Err(e) => {
+                let path = &self
+                    .segments
+                    .back()
+                    .expect("there is an active segment")
+                    .path;
                 let undone = self
                     .active
                     .set_len(self.active_len)
                     .and_then(|()| self.active.sync_data());
                 if let Err(undo) = undone {
                     tracing::error!(segment = %path.display(), error = %undo, "cannot undo a failed spool write; the spool must be reopened");
-                    self.broken = true;
+                    self.broken.store(true, Ordering::Release);
                 }
-                Err(e)
+                Err(io_err("write", path)(e))
             }
         }
     }
 
     /// Starts a new active segment whose base is the next seq.
     fn rotate(&mut self) -> Result<(), SpoolError> {
+        // The segment left behind must be whole on disk before anything follows it.
+        self.sync_earlier_write()?;
         let number = self.segments.back().map_or(1, |s| s.number + 1);
         let (segment, file, len) =
             create_segment(&self.dir, number, self.next_seq, &self.session_id)?;
         self.segments.push_back(segment);
-        self.active = file;
+        self.active = Arc::new(file);
         self.active_len = len;
         Ok(())
     }
@@ -870,7 +1020,7 @@ impl Spool {
     /// With nothing pending, a full active segment is replaced by an empty one so the old one
     /// can go. Best effort: a failed rotation is tried again after the next ack.
     fn rotate_if_idle(&mut self) {
-        if self.pending > 0 || self.active_len < SEGMENT_TARGET || self.broken {
+        if self.pending > 0 || self.active_len < SEGMENT_TARGET || self.is_broken() {
             return;
         }
         match self.rotate() {
@@ -885,13 +1035,17 @@ impl Spool {
     /// more may be written (nor a new segment started after it) until the spool is reopened,
     /// when recovery cuts the damage off as a torn tail.
     fn check_usable(&self) -> Result<(), SpoolError> {
-        if self.broken {
+        if self.is_broken() {
             let path = self.segments.back().expect("there is an active segment");
             return Err(SpoolError::Broken {
                 path: path.path.clone(),
             });
         }
         Ok(())
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 
     /// Deletes the oldest segments that hold no pending entry (never the active one).
@@ -1486,6 +1640,54 @@ mod tests {
         }
         let spool = open(dir.path());
         assert_eq!(pending_ids(&spool), ["s1:3", "s1:4"]);
+        assert_eq!(spool.recovery().torn_bytes, 0);
+    }
+
+    #[test]
+    fn unsynced_appends_are_readable_at_once_and_only_the_tail_waits_for_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        assert!(spool.unsynced_write().is_none());
+        let (a, first) = spool
+            .append_unsynced("report_new_msg", "1001", &data(1))
+            .unwrap();
+        // Readable and sendable before it is synced.
+        assert_eq!(spool.front().unwrap().unwrap().event_id, a.event_id);
+        assert_eq!(
+            spool.unsynced_write().map(|u| u.write),
+            Some(first.write),
+            "the append waits for its sync"
+        );
+        // The caller drops its sync (a crash of the task): the next write syncs it first, so
+        // there is never more than the tail unsynced.
+        drop(first);
+        let items = vec![
+            ("report_new_msg".to_owned(), "1001".to_owned(), data(2)),
+            ("report_new_msg".to_owned(), "1001".to_owned(), data(3)),
+        ];
+        let (entries, second) = spool.append_batch_unsynced(&items).unwrap();
+        let second = second.expect("a batch of two was written");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(spool.synced.load(Ordering::Acquire), second.write - 1);
+        // Another thread syncs without the lock (`settle`): the spool sees it.
+        let shared = std::sync::Mutex::new(spool);
+        settle(&shared).unwrap();
+        let mut spool = shared.into_inner().unwrap();
+        assert!(spool.unsynced_write().is_none());
+        second.sync().unwrap();
+        assert!(spool.unsynced_write().is_none());
+
+        // Acks too: written under the lock, synced outside it.
+        spool.ack_deferred("s1:1").unwrap();
+        spool.ack_deferred("s1:2").unwrap();
+        let shared = std::sync::Mutex::new(spool);
+        sync_acks_unlocked(&shared).unwrap();
+        let spool = shared.into_inner().unwrap();
+        assert_eq!(spool.unsynced_acks(), 0);
+        assert!(spool.unsynced_write().is_none());
+        drop(spool);
+        let spool = open(dir.path());
+        assert_eq!(pending_ids(&spool), ["s1:3"]);
         assert_eq!(spool.recovery().torn_bytes, 0);
     }
 

@@ -26,7 +26,7 @@ use crate::control::reports::{
 use crate::control::reports::{RoomData, RoomMemberInfo, UserInfoReport};
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
-use crate::control::spool::Spool;
+use crate::control::spool::{Spool, SpoolError};
 use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
 use crate::control::ws::{LinkState, WsLink, WsPolicy};
 use crate::control::{ControlClient, ControlError};
@@ -220,30 +220,13 @@ impl Bridge {
         }
         let batch = std::mem::take(&mut self.batch);
         let spool = self.outbox.spool.clone();
+        let wake = self.outbox.wake.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
             let items: Vec<(String, String, serde_json::Value)> = batch
                 .iter()
                 .map(|q| (q.action.clone(), q.wxid.clone(), q.data.clone()))
                 .collect();
-            let mut done = 0;
-            let mut error = match g.append_batch(&items) {
-                Ok(_) => {
-                    done = items.len();
-                    None
-                }
-                Err(e) => Some(e),
-            };
-            if error.is_some() && items.len() > 1 {
-                error = None;
-                for (action, wxid, data) in &items {
-                    if let Err(e) = g.append(action, wxid, data) {
-                        error = Some(e);
-                        break;
-                    }
-                    done += 1;
-                }
-            }
+            let (done, error) = append_then_sync(&spool, &wake, &items);
             (batch, done, error.map(|e| e.to_string()))
         })
         .await;
@@ -258,9 +241,6 @@ impl Bridge {
                 return;
             }
         };
-        if done > 0 {
-            self.outbox.wake.notify_one();
-        }
         if let Some(e) = error {
             let unspooled = &batch[done..];
             tracing::error!(action = %unspooled[0].action, reports = unspooled.len(), error = %e, "reports not spooled");
@@ -293,15 +273,15 @@ impl Bridge {
     /// spooled (the spool is full) is logged and blocks the next barrier, so the SyncKey does not
     /// move past it.
     async fn post(&self, act: &str, wxid: &str, data: serde_json::Value) -> Option<Ack> {
-        let spool = self.outbox.spool.clone();
-        let (a, w) = (act.to_owned(), wxid.to_owned());
-        let r = tokio::task::spawn_blocking(move || {
-            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
-            g.append(&a, &w, &data).map(|_| ())
+        let (spool, wake) = (self.outbox.spool.clone(), self.outbox.wake.clone());
+        let item = [(act.to_owned(), wxid.to_owned(), data)];
+        let r = tokio::task::spawn_blocking(move || match append_then_sync(&spool, &wake, &item) {
+            (_, Some(e)) => Err(e),
+            _ => Ok(()),
         })
         .await;
         match r {
-            Ok(Ok(())) => self.outbox.wake.notify_one(),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(action = act, error = %e, "report not spooled");
                 self.unspooled
@@ -803,6 +783,55 @@ async fn poll_tasks(
     }
 }
 
+/// Appends reports `(action, wxid, data)` to the spool (blocking: run it on the blocking pool)
+/// and returns how many went in, and the error that stopped the rest. They are written under
+/// the spool's lock, `wake` is notified so delivery can send them at once, and they are synced
+/// with the lock released, so the sync holds up neither the send nor the next read. A batch the
+/// spool cannot take whole goes in one by one as far as it fits. A failed sync counts them all as
+/// not spooled (the barrier must not let the SyncKey pass them; delivery may still send them,
+/// and a repeat is better than a gap).
+fn append_then_sync(
+    spool: &std::sync::Mutex<Spool>,
+    wake: &tokio::sync::Notify,
+    items: &[(String, String, serde_json::Value)],
+) -> (usize, Option<SpoolError>) {
+    if let Err(e) = crate::control::spool::settle(spool) {
+        return (0, Some(e));
+    }
+    let (mut done, mut error, unsynced) = {
+        let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
+        match g.append_batch_unsynced(items) {
+            Ok((_, unsynced)) => (items.len(), None, unsynced),
+            // Too big together: as many as fit, one by one.
+            Err(_) if items.len() > 1 => {
+                let (mut done, mut error, mut last) = (0, None, None);
+                for (action, wxid, data) in items {
+                    match g.append_unsynced(action, wxid, data) {
+                        Ok((_, u)) => {
+                            done += 1;
+                            last = Some(u);
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                (done, error, last)
+            }
+            Err(e) => (0, Some(e), None),
+        }
+    };
+    if let Some(u) = unsynced {
+        wake.notify_one();
+        if let Err(e) = u.sync() {
+            done = 0;
+            error = Some(e);
+        }
+    }
+    (done, error)
+}
+
 /// Runs the account's tasks one after another and reports results for those with an id. Its
 /// reports go through the session's spool, like every other report, so they are durable and
 /// travel over whichever transport delivery uses (HTTP or the WebSocket).
@@ -1171,18 +1200,16 @@ impl Executor {
 
     /// Appends a report to the spool; delivery sends it.
     async fn send_report<R: Report>(&self, r: &R) -> Result<(), String> {
-        let spool = self.spool.clone();
-        let (wxid, data) = (self.wxid.clone(), r.to_data());
-        let appended = tokio::task::spawn_blocking(move || {
-            let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
-            g.append(R::ACTION, &wxid, &data).map(|_| ())
-        })
-        .await;
+        let (spool, wake) = (self.spool.clone(), self.wake.clone());
+        let item = [(R::ACTION.to_owned(), self.wxid.clone(), r.to_data())];
+        let appended =
+            tokio::task::spawn_blocking(move || match append_then_sync(&spool, &wake, &item) {
+                (_, Some(e)) => Err(e),
+                _ => Ok(()),
+            })
+            .await;
         match appended {
-            Ok(Ok(())) => {
-                self.wake.notify_one();
-                Ok(())
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("{}: not spooled: {e}", R::ACTION)),
             Err(e) => Err(format!("{}: spool task failed: {e}", R::ACTION)),
         }
