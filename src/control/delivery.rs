@@ -64,8 +64,15 @@ pub struct DeliveryPolicy {
 }
 
 /// Deferred acks written at the latest after this many deliveries in one run (a run's acks
-/// are otherwise written once, when the spool is empty).
+/// are otherwise written with the next append, or once the spool stayed empty for
+/// [`ACK_IDLE`]).
 const MAX_UNSYNCED_ACKS: u64 = 1024;
+
+/// How long the spool must stay empty after a run of deliveries before the run's acks are
+/// synced on their own. A report appended sooner carries them in its own write, and delivery
+/// goes on at once instead of waiting for a sync (which, on a busy disk, is the tail of the
+/// inject → report latency).
+const ACK_IDLE: Duration = Duration::from_millis(50);
 
 impl Default for DeliveryPolicy {
     /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks; a window of 64 frames.
@@ -299,9 +306,17 @@ impl Delivery {
             let entry = match front {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
-                    // A run of deliveries is over: its acks go to disk with one sync.
-                    self.sync_acks().await;
                     self.shared.progress.notify_waiters();
+                    // A run of deliveries is over: its acks go to disk with one sync once
+                    // nothing new came for ACK_IDLE.
+                    if lock(&self.shared.spool).unsynced_acks() > 0 {
+                        tokio::select! {
+                            biased;
+                            _ = self.cancel.cancelled() => return,
+                            _ = woken.as_mut() => continue,
+                            _ = tokio::time::sleep(ACK_IDLE) => self.sync_acks().await,
+                        }
+                    }
                     tokio::select! {
                         biased;
                         _ = self.cancel.cancelled() => return,

@@ -281,11 +281,8 @@ pub async fn msg_times(
     }
     let store = state.lock();
     let mut msgs = Vec::new();
-    for record in store.requests().filter(|record| {
-        record.index >= since
-            && record.action == "report_new_msg"
-            && record.status == 200
-            && !record.duplicate
+    for record in store.requests_from(since).filter(|record| {
+        record.action == "report_new_msg" && record.status == 200 && !record.duplicate
     }) {
         let units: Vec<&Value> = match record.data.get("msg") {
             Some(Value::Array(list)) => list.iter().collect(),

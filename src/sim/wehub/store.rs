@@ -351,6 +351,14 @@ impl Store {
         self.requests.iter()
     }
 
+    /// The requests with index `since` or later still in the ring, without walking the older
+    /// ones (indexes are consecutive, so the first wanted one is found by arithmetic).
+    pub fn requests_from(&self, since: u64) -> impl Iterator<Item = &RequestRecord> {
+        let first = self.next_index - self.requests.len() as u64;
+        let skip = usize::try_from(since.saturating_sub(first)).unwrap_or(usize::MAX);
+        self.requests.iter().skip(skip)
+    }
+
     /// True when this (wxid, key) pair was seen before; remembers it.
     pub fn seen_event(&mut self, wxid: &str, event_id: &str) -> bool {
         self.seen_events
@@ -679,6 +687,18 @@ mod tests {
         );
         assert_eq!(store.requests().next().map(|r| r.index), Some(5));
         assert_eq!(store.next_request_index(), (MAX_REQUESTS + 5) as u64);
+        // Reading from an index finds it without the ones before (or the ring's start).
+        let from = |since: u64| -> Vec<u64> {
+            store
+                .requests_from(since)
+                .map(|r| r.index)
+                .take(3)
+                .collect()
+        };
+        assert_eq!(from(0), [5, 6, 7]);
+        let last = (MAX_REQUESTS + 3) as u64;
+        assert_eq!(from(last), [last, last + 1]);
+        assert!(from(u64::MAX).is_empty());
     }
 
     #[test]
