@@ -78,6 +78,8 @@ use url::{Host, Url};
 
 /// Frames larger than this are refused (an ack is a few kilobytes).
 const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// Read buffer and write batch of a worker's socket.
+const WS_BUFFER: usize = 8 * 1024;
 
 /// Why the socket could not be used. Messages never contain the URL (its query may carry a
 /// token) or a signature.
@@ -473,7 +475,11 @@ impl Runner {
                 }
             }
         }
+        // Small buffers: hundreds of workers each hold a socket whose frames are a few KiB
+        // (the defaults are 128 KiB each way). Frames are flushed in runs anyway.
         let config = WebSocketConfig::default()
+            .read_buffer_size(WS_BUFFER)
+            .write_buffer_size(WS_BUFFER)
             .max_message_size(Some(MAX_FRAME))
             .max_frame_size(Some(MAX_FRAME));
         let after = self.control.timeout().min(Duration::from_secs(10));
