@@ -117,6 +117,17 @@ mod tests {
     }
 
     #[test]
+    fn the_fork_server_is_started_by_its_subcommand_name() {
+        let cli = Cli::try_parse_from([
+            "wxagent",
+            crate::supervisor::process::FORK_SERVER_COMMAND,
+            "   ",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::ForkServer(_))));
+    }
+
+    #[test]
     fn subcommands_parse() {
         let cli = Cli::try_parse_from(["wxagent", "check-config", "--config", "x.toml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CheckConfig)));

@@ -166,7 +166,7 @@ impl Lab {
             .map(super::procfs::children_of)
             .unwrap_or_default()
             .into_iter()
-            .filter(|p| !super::procfs::is_fork_server(*p))
+            .filter(|p| !crate::supervisor::process::is_fork_server(*p))
             .collect()
     }
 
@@ -176,7 +176,7 @@ impl Lab {
             .map(super::procfs::children_of)
             .unwrap_or_default()
             .into_iter()
-            .find(|p| super::procfs::is_fork_server(*p))
+            .find(|p| crate::supervisor::process::is_fork_server(*p))
     }
 
     /// Starts `wxagent run` (its log goes to `supervisor.log`, appended across restarts).

@@ -86,15 +86,6 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
     pids
 }
 
-/// Whether `pid` is the fork-server template (`wxagent fork-server`), not a worker.
-pub fn is_fork_server(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .nth(1)
-        .is_some_and(|a| a == b"fork-server")
-}
-
 /// Total CPU ticks of these processes (gone ones count 0).
 pub fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()

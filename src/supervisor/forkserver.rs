@@ -53,7 +53,7 @@ impl ForkServer {
     pub fn start(exe: &Path, config_path: Option<&Path>) -> io::Result<ForkServer> {
         let (ours, theirs) = seqpacket_pair()?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("fork-server");
+        cmd.arg(super::process::FORK_SERVER_COMMAND);
         if let Some(p) = config_path {
             cmd.arg("--config").arg(p);
         }

@@ -14,6 +14,19 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
 
+/// The subcommand of the fork-server template (`wxagent fork-server`).
+pub const FORK_SERVER_COMMAND: &str = "fork-server";
+
+/// Whether `pid` is a fork-server template (its command line is `wxagent fork-server …`), not a
+/// worker: the template is the supervisor's child too. Reads `/proc`; false where there is none.
+pub fn is_fork_server(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .nth(1)
+        .is_some_and(|a| a == FORK_SERVER_COMMAND.as_bytes())
+}
+
 /// Environment only the supervisor may use (`NotifyAccess=main`): workers must not see it.
 pub const SUPERVISOR_ONLY_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 

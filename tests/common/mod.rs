@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+pub use wxagent::supervisor::process::is_fork_server;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wxagent");
 
@@ -777,15 +778,6 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
         ppid,
         pgrp,
     })
-}
-
-/// Whether `pid` runs `wxagent fork-server` (the template workers are forked from).
-pub fn is_fork_server(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .nth(1)
-        .is_some_and(|a| a == b"fork-server")
 }
 
 /// Every process whose parent is `ppid`.
