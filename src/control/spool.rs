@@ -281,8 +281,6 @@ pub struct Spool {
     /// Numbers the writes: the latest one, and (shared with [`Unsynced`]) the latest one known
     /// to be synced. They differ while one write waits for its sync.
     written: u64,
-    /// The segment the latest write went to (its file and path).
-    written_to: (Arc<File>, PathBuf),
     synced: Arc<AtomicU64>,
     active_len: u64,
     next_seq: u64,
@@ -518,11 +516,6 @@ impl Spool {
         recovery.pending = pending;
         recovery.next_seq = next_seq;
         let active = Arc::new(active);
-        let path_of_active = segments
-            .back()
-            .expect("there is an active segment")
-            .path
-            .clone();
 
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -530,7 +523,6 @@ impl Spool {
             limits,
             _lock: lock,
             segments,
-            written_to: (active.clone(), path_of_active),
             active,
             active_len,
             written: 0,
@@ -953,11 +945,17 @@ impl Spool {
         self.unsynced_tail().sync()
     }
 
-    /// An [`Unsynced`] for the latest write.
+    /// An [`Unsynced`] for the latest write, which went to the active segment (a rotation
+    /// syncs the segment it leaves).
     fn unsynced_tail(&self) -> Unsynced {
         Unsynced {
-            file: self.written_to.0.clone(),
-            path: self.written_to.1.clone(),
+            file: self.active.clone(),
+            path: self
+                .segments
+                .back()
+                .expect("there is an active segment")
+                .path
+                .clone(),
             write: self.written,
             synced: self.synced.clone(),
             broken: self.broken.clone(),
@@ -975,14 +973,6 @@ impl Spool {
             Ok(()) => {
                 self.active_len += buf.len() as u64;
                 self.written += 1;
-                if !Arc::ptr_eq(&self.written_to.0, &self.active) {
-                    let path = &self
-                        .segments
-                        .back()
-                        .expect("there is an active segment")
-                        .path;
-                    self.written_to = (self.active.clone(), path.clone());
-                }
                 Ok(self.unsynced_tail())
             }
             Err(e) => {
