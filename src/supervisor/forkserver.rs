@@ -405,7 +405,9 @@ fn receive_with_fds(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Own
 /// (or it breaks); a worker child never returns from here.
 pub fn serve(config_path: Option<PathBuf>, exe: OsString) -> i32 {
     crate::worker::memory::tune_allocator();
-    // Everything a worker would build identically goes here, before any fork.
+    // Everything a worker would build identically goes here, before any fork: the logging
+    // set-up (a worker's own call then finds it installed) and the TLS roots.
+    crate::logging::init_child(0);
     drop(crate::tls::client_config());
     crate::worker::memory::trim_if_worth_it();
     // SAFETY: getppid has no preconditions.
