@@ -12,8 +12,8 @@
 //!
 //! How:
 //! - The supervisor starts `wxagent fork-server [--config F] <padding>` once, isolated like a
-//!   worker, with its stdin a `SOCK_SEQPACKET` socket. The template tunes the allocator, builds
-//!   the TLS configuration, gives its start-up garbage back and waits, single-threaded and
+//!   worker, with its stdin a `SOCK_SEQPACKET` socket. The template tunes the allocator, sets up
+//!   logging, builds the TLS configuration, gives its start-up garbage back and waits, single-threaded and
 //!   without a runtime (forking a multi-threaded process is unsafe).
 //! - To start a worker the supervisor sends the session id with the three ends of the worker's
 //!   stdin/stdout/stderr pipes (`SCM_RIGHTS`). The template clones itself with `CLONE_PARENT`,
@@ -511,7 +511,7 @@ fn become_worker(
         title.push(p.as_os_str().to_owned());
     }
     set_command_line(&title);
-    crate::logging::init_child(0);
+    // Logging is the template's, set up before the fork (it writes to fd 2, now our pipe).
     crate::worker::entry::main(config_path, session_id.to_owned())
 }
 
