@@ -310,7 +310,7 @@ pub fn settle(spool: &std::sync::Mutex<Spool>) -> Result<(), SpoolError> {
     tail.map_or(Ok(()), Unsynced::sync)
 }
 
-/// Writes the deferred acks ([`Spool::write_acks`]) and syncs them, holding the lock for
+/// Writes the deferred acks as [`Spool::sync_acks`] does, but holds the lock for
 /// neither sync (see [`settle`]).
 pub fn sync_acks_unlocked(spool: &std::sync::Mutex<Spool>) -> Result<(), SpoolError> {
     settle(spool)?;
@@ -779,7 +779,7 @@ impl Spool {
 
     /// [`sync_acks`](Self::sync_acks) without the sync of the ack record (`None`: there was
     /// nothing to write).
-    pub fn write_acks(&mut self) -> Result<Option<Unsynced>, SpoolError> {
+    fn write_acks(&mut self) -> Result<Option<Unsynced>, SpoolError> {
         let mut unsynced = None;
         if let Some(seq) = self.unsynced_ack {
             let mut buf = Vec::with_capacity(RECORD_HEADER);
@@ -795,7 +795,7 @@ impl Spool {
 
     /// The latest write, when its sync has not been seen yet. Syncing it without the lock
     /// ([`settle`]) spares the next write the sync it would otherwise do under the lock.
-    pub fn unsynced_write(&self) -> Option<Unsynced> {
+    fn unsynced_write(&self) -> Option<Unsynced> {
         (self.synced.load(Ordering::Acquire) < self.written).then(|| self.unsynced_tail())
     }
 
