@@ -410,6 +410,9 @@ pub fn serve(config_path: Option<PathBuf>, exe: OsString) -> i32 {
     crate::logging::init_child(0);
     drop(crate::tls::client_config());
     crate::worker::memory::trim_if_worth_it();
+    // Last before forking: a worker must find no free space in the heap it shares with us.
+    let plugged = crate::worker::memory::plug_heap_holes();
+    tracing::debug!(plugged, "fork-server template ready");
     // SAFETY: getppid has no preconditions.
     let supervisor = unsafe { libc::getppid() };
     let socket: RawFd = 0;

@@ -65,7 +65,8 @@ pub struct SentMessage {
 }
 
 pub struct WebClient {
-    pub(crate) http: reqwest::Client,
+    /// Replaced by [`Self::renew_connections`] once the login's bulk reads are over.
+    http: Mutex<reqwest::Client>,
     settings: ClientSettings,
     state: Mutex<WebSession>,
 }
@@ -83,27 +84,33 @@ pub(crate) fn client_msg_id() -> String {
     format!("{}{:04}", now_ms(), rand::rng().random_range(0..10_000u32))
 }
 
+/// The HTTP client for the web protocol: no redirects followed, the web (or desktop) user
+/// agent, the process's shared TLS configuration.
+fn build_http(desktop_mode: bool) -> Result<reqwest::Client, WechatError> {
+    let user_agent = if desktop_mode {
+        desktop::USER_AGENT_DESKTOP
+    } else {
+        desktop::USER_AGENT_WEB
+    };
+    reqwest::Client::builder()
+        // newloginpage answers 301 in desktop mode and must not be followed (spec §3.4).
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        // A clone shares the process's one root store (src/tls.rs).
+        .use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
+        .build()
+        .map_err(|e| WechatError::Transport {
+            endpoint: "client",
+            source: e.without_url(),
+        })
+}
+
 impl WebClient {
     pub fn new(settings: ClientSettings) -> Result<WebClient, WechatError> {
         let login = hosts::login_origin(&settings.login)?;
-        let user_agent = if settings.desktop_mode {
-            desktop::USER_AGENT_DESKTOP
-        } else {
-            desktop::USER_AGENT_WEB
-        };
-        let http = reqwest::Client::builder()
-            // newloginpage answers 301 in desktop mode and must not be followed (spec §3.4).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(user_agent)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            // A clone shares the process's one root store (src/tls.rs).
-            .use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
-            .build()
-            .map_err(|e| WechatError::Transport {
-                endpoint: "client",
-                source: e.without_url(),
-            })?;
+        let http = build_http(settings.desktop_mode)?;
         let session = WebSession {
             credentials: Credentials {
                 device_id: new_device_id(),
@@ -113,7 +120,7 @@ impl WebClient {
             ..WebSession::default()
         };
         Ok(WebClient {
-            http,
+            http: Mutex::new(http),
             settings: ClientSettings { login, ..settings },
             state: Mutex::new(session),
         })
@@ -127,6 +134,23 @@ impl WebClient {
         let c = WebClient::new(settings)?;
         *c.lock() = session;
         Ok(c)
+    }
+
+    /// The HTTP client (a handle: cloning it is cheap and shares its connection pool).
+    pub(crate) fn http(&self) -> reqwest::Client {
+        self.http.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Starts over with a new HTTP client, so the pooled connections of the old one close once
+    /// the requests still using them end. Called after the login has read the contact lists:
+    /// hyper grows a connection's read buffer to fit the largest answer it has read (up to
+    /// ~400 KiB) and never shrinks it, and the main host's connection stays alive for the
+    /// whole session (every webwxsync uses it), so without this an idle worker would keep a
+    /// buffer sized for its contact list. The cost is one new connection to each host.
+    pub fn renew_connections(&self) -> Result<(), WechatError> {
+        let fresh = build_http(self.settings.desktop_mode)?;
+        *self.http.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, WebSession> {
@@ -210,7 +234,7 @@ impl WebClient {
         url: Url,
         timeout: Duration,
     ) -> Result<String, WechatError> {
-        let (status, _, body) = self.send(endpoint, self.http.get(url), timeout).await?;
+        let (status, _, body) = self.send(endpoint, self.http().get(url), timeout).await?;
         if !(200..300).contains(&status) {
             return Err(WechatError::Status { endpoint, status });
         }
@@ -239,7 +263,7 @@ impl WebClient {
         body: Value,
     ) -> Result<String, WechatError> {
         let req = self
-            .http
+            .http()
             .post(url)
             .header(header::CONTENT_TYPE, "application/json;charset=UTF-8")
             .body(body.to_string());
@@ -398,7 +422,7 @@ impl WebClient {
         if !url.query_pairs().any(|(k, _)| k == "version") {
             url.query_pairs_mut().append_pair("version", "v2");
         }
-        let mut req = self.http.get(url);
+        let mut req = self.http().get(url);
         if self.settings.desktop_mode {
             req = req
                 .header("client-version", desktop::CLIENT_VERSION)
@@ -696,7 +720,7 @@ impl WebClient {
             .append_pair("type", "1")
             .append_pair("skey", &skey);
         let (status, _, _) = self
-            .send(EP, self.http.get(url), self.settings.request_timeout)
+            .send(EP, self.http().get(url), self.settings.request_timeout)
             .await?;
         if status >= 400 {
             return Err(WechatError::Status {

@@ -334,7 +334,7 @@ impl WebClient {
         url: Url,
         form: Form,
     ) -> Result<Value, WechatError> {
-        let req = self.http.post(url).multipart(form);
+        let req = self.http().post(url).multipart(form);
         let (status, _, text) = self
             .send(endpoint, req, self.settings().request_timeout)
             .await?;
@@ -568,7 +568,7 @@ impl WebClient {
         let mut file_name: Option<String> = None;
         for _ in 0..MAX_RANGE_REQUESTS {
             let start = bytes.len() as u64;
-            let mut req = self.http.get(url.clone()).timeout(DOWNLOAD_TIMEOUT);
+            let mut req = self.http().get(url.clone()).timeout(DOWNLOAD_TIMEOUT);
             if let Some(c) = self.lock().cookies.header_value() {
                 req = req.header(header::COOKIE, c);
             }

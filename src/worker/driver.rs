@@ -142,6 +142,7 @@ impl Session<'_> {
             Err(out) => return out,
         }
         self.load_group_members(&mut book, None).await;
+        self.renew_connections();
         let me = book.self_user();
         let account = Account {
             wxid: self.client.uin(),
@@ -429,6 +430,14 @@ impl Session<'_> {
     /// Fetches full member lists for groups that lack them, 50 groups per request. `only`
     /// restricts it to the named groups (e.g. one a message came from). Failures are logged:
     /// a group without members still works, its senders just show as ids.
+    /// After the contact lists are read: lets go of the connections whose read buffers grew
+    /// to fit them ([`WebClient::renew_connections`]).
+    fn renew_connections(&self) {
+        if let Err(e) = self.client.renew_connections() {
+            tracing::warn!(error = %e, "could not renew the HTTP client; keeping the old one");
+        }
+    }
+
     async fn load_group_members(&self, book: &mut ContactBook, only: Option<&[String]>) {
         let wanted: Vec<String> = match only {
             Some(names) => names.to_vec(),
@@ -509,6 +518,7 @@ impl Session<'_> {
                     }
                 }
                 SyncStep::Reinit(init) => {
+                    self.renew_connections();
                     if let Some(mut book) = self.book.take() {
                         Self::merge_init(&mut book, init.contacts);
                         let snapshot = Arc::new(book.clone());
