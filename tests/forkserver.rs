@@ -2,7 +2,8 @@
 //! through the real binaries: a forked worker is the supervisor's own child in its own group
 //! with a worker's command line; it outlives the template; a dead template is reaped and
 //! replaced; nothing is left after the supervisor stops; and `fork_server = false` executes
-//! workers as before.
+//! workers as before. Both kinds start with the allocator tuning in their environment, and a
+//! forked worker leaves the template's heap pages shared.
 
 mod common;
 
@@ -15,6 +16,49 @@ fn cmdline(pid: u32) -> Vec<String> {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect()
+}
+
+/// The worker's `GLIBC_TUNABLES`, if its environment has one.
+fn tunables(pid: u32) -> Option<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Resident and shared KiB of the `[heap]` mapping that starts at `start` in `pid`, and the
+/// start of its first `[heap]` mapping.
+fn heap(pid: u32, start: Option<&str>) -> (String, u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut found: Option<(String, u64, u64)> = None;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let range_start = first.split('-').next().unwrap_or_default();
+            inside = found.is_none()
+                && line.trim_end().ends_with("[heap]")
+                && start.is_none_or(|s| s == range_start);
+            if inside {
+                found = Some((range_start.to_owned(), 0, 0));
+            }
+            continue;
+        }
+        if let (true, Some(f)) = (inside, found.as_mut()) {
+            let kib = words
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            match first {
+                "Rss:" => f.1 = kib,
+                "Shared_Clean:" | "Shared_Dirty:" => f.2 += kib,
+                _ => {}
+            }
+        }
+    }
+    found.unwrap_or_else(|| panic!("process {pid} has no [heap] mapping{start:?}"))
 }
 
 /// Asks for session `id` and waits for its first QR upload; returns the worker's pid.
@@ -50,6 +94,22 @@ fn forked_workers_are_the_supervisors_children_and_outlive_the_template() {
         "a worker's command line: {args:?}"
     );
     assert!(args.iter().any(|a| a == "--config"), "{args:?}");
+    assert!(
+        tunables(first).is_some_and(|t| t.contains("glibc.malloc.tcache_count=")),
+        "a forked worker runs with the allocator tuning: {:?}",
+        tunables(first)
+    );
+
+    // The template filled its heap's holes before forking, so the worker's allocations (a
+    // runtime, two HTTP clients, a QR code and its upload by now) went above them and most of
+    // the template's resident heap is still one copy shared with it. Without the plugging a
+    // worker had written into nearly every one of those pages.
+    let (start, template_rss, _) = heap(template.pid, None);
+    let (_, _, shared) = heap(first, Some(&start));
+    assert!(
+        shared * 2 >= template_rss,
+        "the worker shares {shared} of the template's {template_rss} resident heap KiB"
+    );
     assert_eq!(
         std::fs::read_link(format!("/proc/{first}/exe")).unwrap(),
         std::fs::read_link(format!("/proc/{}/exe", sup.pid())).unwrap(),
@@ -102,6 +162,11 @@ fn fork_server_off_executes_each_worker() {
         "no template without fork_server"
     );
     assert_eq!(cmdline(pid)[1..4], ["worker", "--session", "ex-a"]);
+    assert!(
+        tunables(pid).is_some_and(|t| t.contains("glibc.malloc.tcache_count=")),
+        "an executed worker runs with the allocator tuning: {:?}",
+        tunables(pid)
+    );
     sup.signal(libc::SIGTERM);
     assert!(sup.wait_exit().success());
     assert_no_process_left(&[pid]);

@@ -49,7 +49,8 @@ pub struct ForkServer {
 
 impl ForkServer {
     /// Starts the template from `exe`. The environment the workers will see is the template's:
-    /// the caller's, minus what only the supervisor may use.
+    /// the caller's, minus what only the supervisor may use, plus the allocator tuning
+    /// ([`super::process::worker_environment`]).
     pub fn start(exe: &Path, config_path: Option<&Path>) -> io::Result<ForkServer> {
         let (ours, theirs) = seqpacket_pair()?;
         let mut cmd = std::process::Command::new(exe);
@@ -58,9 +59,7 @@ impl ForkServer {
             cmd.arg("--config").arg(p);
         }
         cmd.arg(" ".repeat(TITLE_PADDING));
-        for var in super::process::SUPERVISOR_ONLY_ENV {
-            cmd.env_remove(var);
-        }
+        super::process::worker_environment(&mut cmd);
         cmd.stdin(std::process::Stdio::from(theirs))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit());

@@ -30,6 +30,22 @@ pub fn is_fork_server(pid: u32) -> bool {
 /// Environment only the supervisor may use (`NotifyAccess=main`): workers must not see it.
 pub const SUPERVISOR_ONLY_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
+/// Sets up a worker's (or the fork-server template's) environment on `cmd`: without what only
+/// the supervisor may use, and with the allocator tuning (`GLIBC_TUNABLES`,
+/// [`crate::worker::memory::WORKER_TUNABLE`]) that glibc reads only when a process starts.
+pub fn worker_environment(cmd: &mut std::process::Command) {
+    // Only the supervisor talks to systemd (`NotifyAccess=main`); a worker must not try.
+    for var in SUPERVISOR_ONLY_ENV {
+        cmd.env_remove(var);
+    }
+    let current = std::env::var_os(TUNABLES_ENV);
+    if let Some(v) = crate::worker::memory::worker_tunables(current.as_deref()) {
+        cmd.env(TUNABLES_ENV, v);
+    }
+}
+
+const TUNABLES_ENV: &str = "GLIBC_TUNABLES";
+
 /// The supervisor's end of a worker's stdin (kept open: its EOF is the worker's stop sign).
 pub type WorkerInput = Box<dyn AsyncWrite + Send + Unpin>;
 /// The supervisor's end of a worker's stdout or stderr.
@@ -361,10 +377,7 @@ pub fn spawn_worker(
     if let Some(p) = config_path {
         cmd.arg("--config").arg(p);
     }
-    // Only the supervisor talks to systemd (`NotifyAccess=main`); a worker must not try.
-    for var in SUPERVISOR_ONLY_ENV {
-        cmd.env_remove(var);
-    }
+    worker_environment(cmd.as_std_mut());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

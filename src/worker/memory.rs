@@ -9,6 +9,41 @@ use std::time::Duration;
 /// Free heap bytes worth a `malloc_trim` (it walks the heap; below this it is not worth it).
 const TRIM_WORTH: usize = 128 << 10;
 
+/// The glibc tunable the supervisor starts workers (and the fork-server template) with: keep
+/// at most one freed block per size class in the thread cache (glibc's default is seven).
+/// Cached blocks are never merged with their free neighbours, so `malloc_trim` cannot give back
+/// a page that holds one; after a login burst the default left ~140 KiB per idle worker pinned
+/// that way. One block keeps the cache's fast path for the common free-then-allocate pattern:
+/// no throughput change was measurable, while none at all (`tcache_count=0`) cost ~4 %
+/// (docs/PERFORMANCE.md). Only settable through the environment, read when a process starts.
+pub const WORKER_TUNABLE: &str = "glibc.malloc.tcache_count=1";
+
+/// The `GLIBC_TUNABLES` value a worker should be started with, given the supervisor's own
+/// (`current`): [`WORKER_TUNABLE`] added to it, unless the operator already set the tcache
+/// size there (theirs wins). `None` where there is nothing to set (not glibc, or already set).
+pub fn worker_tunables(current: Option<&std::ffi::OsStr>) -> Option<std::ffi::OsString> {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return None;
+    }
+    let (name, _) = WORKER_TUNABLE.split_once('=')?;
+    match current.filter(|c| !c.is_empty()) {
+        None => Some(WORKER_TUNABLE.into()),
+        Some(c) => {
+            let set_already = c
+                .to_string_lossy()
+                .split(':')
+                .any(|t| t.split_once('=').is_some_and(|(n, _)| n == name));
+            if set_already {
+                return None;
+            }
+            let mut v = c.to_owned();
+            v.push(":");
+            v.push(WORKER_TUNABLE);
+            Some(v)
+        }
+    }
+}
+
 /// Allocator settings for a worker process; call before any thread is started.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -215,6 +250,35 @@ mod tests {
         drop(big);
         trim_if_worth_it();
         trim_if_worth_it();
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn worker_tunables_add_the_cache_size_unless_the_operator_set_one() {
+        use std::ffi::OsStr;
+        assert_eq!(worker_tunables(None).unwrap(), WORKER_TUNABLE);
+        assert_eq!(
+            worker_tunables(Some(OsStr::new(""))).unwrap(),
+            WORKER_TUNABLE
+        );
+        assert_eq!(
+            worker_tunables(Some(OsStr::new("glibc.malloc.mxfast=0"))).unwrap(),
+            "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=1"
+        );
+        assert_eq!(
+            worker_tunables(Some(OsStr::new(
+                "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=7"
+            ))),
+            None,
+            "the operator's own cache size stays"
+        );
+        // A longer name that starts the same is another tunable.
+        assert!(
+            worker_tunables(Some(OsStr::new("glibc.malloc.tcache_count_x=3")))
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(WORKER_TUNABLE)
+        );
     }
 
     #[test]
