@@ -427,9 +427,6 @@ impl Session<'_> {
         );
     }
 
-    /// Fetches full member lists for groups that lack them, 50 groups per request. `only`
-    /// restricts it to the named groups (e.g. one a message came from). Failures are logged:
-    /// a group without members still works, its senders just show as ids.
     /// After the contact lists are read: lets go of the connections whose read buffers grew
     /// to fit them ([`WebClient::renew_connections`]).
     fn renew_connections(&self) {
@@ -438,6 +435,9 @@ impl Session<'_> {
         }
     }
 
+    /// Fetches full member lists for groups that lack them, 50 groups per request. `only`
+    /// restricts it to the named groups (e.g. one a message came from). Failures are logged:
+    /// a group without members still works, its senders just show as ids.
     async fn load_group_members(&self, book: &mut ContactBook, only: Option<&[String]>) {
         let wanted: Vec<String> = match only {
             Some(names) => names.to_vec(),

@@ -186,7 +186,7 @@ const PLUG_LARGEST: usize = 32 << 10;
 /// never freed. A forked worker's allocations then all come from fresh memory above the
 /// template's heap instead of from those holes: writing into a hole (or into the free-list
 /// pointers beside it) would copy the whole page, live shared data included, into every worker.
-/// Before this, a worker of the 100-session bench kept only 52 of the template's 376 resident
+/// Before this, an idle worker (20-session bench) kept only 52 of the template's 376 resident
 /// heap KiB shared. Returns the bytes plugged; does nothing (0) off glibc and off the main
 /// thread (only the main arena lives in the `brk` heap this reasons about).
 pub fn plug_heap_holes() -> usize {
@@ -204,8 +204,9 @@ pub fn plug_heap_holes() -> usize {
         let top_start = || (libc::sbrk(0) as usize).saturating_sub(libc::mallinfo2().keepcost);
         let mut plugged = 0usize;
         // Large requests first (few calls for the big holes; what they leave over is split by
-        // the smaller ones), then every small size class once more: glibc keeps up to seven
-        // freed blocks of each class aside (tcache) where only that exact class finds them.
+        // the smaller ones), then every small size class once more: glibc keeps a few freed
+        // blocks of each class aside (tcache: seven by default, three under WORKER_TUNABLE)
+        // where only that exact class finds them.
         let large = (0..).map(|k| PLUG_LARGEST >> k).take_while(|&n| n >= 32);
         let classes = (24..=1032).step_by(16);
         for size in large.chain(classes) {
