@@ -20,11 +20,9 @@ fn cmdline(pid: u32) -> Vec<String> {
 
 /// The worker's `GLIBC_TUNABLES`, if its environment has one.
 fn tunables(pid: u32) -> Option<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    environ(pid)
+        .into_iter()
+        .find_map(|v| v.strip_prefix("GLIBC_TUNABLES=").map(str::to_owned))
 }
 
 /// Resident and shared KiB of the `[heap]` mapping that starts at `start` in `pid`, and the

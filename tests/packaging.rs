@@ -284,10 +284,9 @@ fn the_supervisor_talks_to_systemd_and_keeps_it_from_its_workers() {
             c.state != 'Z' && cmdline.split(|b| *b == 0).any(|a| a == b"worker")
         })
     });
-    let environ = std::fs::read(format!("/proc/{}/environ", worker.pid)).unwrap_or_default();
+    let environ = environ(worker.pid);
     assert!(!environ.is_empty(), "the worker's environment is readable");
-    for var in environ.split(|b| *b == 0) {
-        let var = String::from_utf8_lossy(var);
+    for var in environ {
         assert!(
             !var.starts_with("NOTIFY_SOCKET=") && !var.starts_with("WATCHDOG_"),
             "the worker inherited {var}"

@@ -359,6 +359,16 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The environment of a process, one `NAME=value` per entry (empty when it cannot be read).
+pub fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The reference control plane (`/__cp/` on the simulator's listener).
 
