@@ -4,6 +4,7 @@
 use crate::config::{ControlConfig, Secret};
 use crate::control::envelope::{Ack, ExitFlags, RawTask, Request, WebSocketExtension, action};
 use crate::control::error::ControlError;
+use crate::control::lean::{LeanClient, LeanError};
 use crate::control::reports::{LoginData, LogoutData, Report, TaskResult, contact_flag};
 use crate::control::retry::{RetryPolicy, with_retry};
 use crate::control::signature::{
@@ -15,6 +16,9 @@ use serde_json::Value;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use url::Url;
+
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("wxagent/", env!("CARGO_PKG_VERSION"));
 
 /// Answers larger than this are refused: an ack is a few kilobytes.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -52,6 +56,9 @@ pub struct LoginAck {
 #[derive(Debug, Clone)]
 pub struct ControlClient {
     http: reqwest::Client,
+    /// Serves plain `http://` URLs when no proxy is set (see [`crate::control::lean`]); reqwest
+    /// serves the rest.
+    lean: Option<std::sync::Arc<LeanClient>>,
     callback_url: Url,
     upload_url: Option<Url>,
     appid: String,
@@ -77,16 +84,20 @@ impl ControlClient {
                 what: "control.secret_key (needed by control.sign_requests)",
             });
         }
+        let connect_timeout = cfg.timeout.min(Duration::from_secs(10));
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wxagent/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .use_preconfigured_tls(crate::tls::client_config().as_ref().clone())
             .build()
             .map_err(|source| ControlError::Client { source })?;
+        let lean = crate::control::lean::usable_for(&callback_url, |name| std::env::var(name).ok())
+            .then(|| std::sync::Arc::new(LeanClient::new(connect_timeout, USER_AGENT)));
         Ok(ControlClient {
             http,
+            lean,
             callback_url,
             upload_url: cfg.upload_url.clone(),
             appid: cfg.appid.clone(),
@@ -305,34 +316,77 @@ impl ControlClient {
         body: Vec<u8>,
         event_id: Option<&str>,
     ) -> Result<Bytes, ControlError> {
-        let mut req = self
-            .http
-            .post(url.clone())
-            .header(CONTENT_TYPE, content_type);
-        if self.sign_requests
-            && let Some(secret) = &self.secret
-        {
-            let headers = sign_request(secret.expose(), &body, SystemTime::now());
-            req = req
-                .header(TIMESTAMP_HEADER, headers.timestamp)
-                .header(SIGNATURE_HEADER, headers.signature);
+        let signed = self
+            .sign_requests
+            .then_some(self.secret.as_ref())
+            .flatten()
+            .map(|secret| sign_request(secret.expose(), &body, SystemTime::now()));
+        let mut headers: Vec<(&str, &str)> = vec![(CONTENT_TYPE.as_str(), content_type)];
+        if let Some(signed) = &signed {
+            headers.push((TIMESTAMP_HEADER, &signed.timestamp));
+            headers.push((SIGNATURE_HEADER, &signed.signature));
         }
         if let Some(id) = event_id {
-            req = req.header(EVENT_ID_HEADER, id);
+            headers.push((EVENT_ID_HEADER, id));
         }
         let started = tokio::time::Instant::now();
-        let mut resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(action, e))?;
-        let status = resp.status();
+        let (status, answer) = match &self.lean {
+            Some(lean) if url.scheme() == "http" => {
+                let exchange = lean.post(url, &headers, body, MAX_RESPONSE_BYTES);
+                match tokio::time::timeout(self.timeout, exchange).await {
+                    Ok(Ok(answered)) => answered,
+                    Ok(Err(LeanError::TooLarge(limit))) => {
+                        return Err(ControlError::Json {
+                            action: action.to_owned(),
+                            detail: format!("the answer is larger than {limit} bytes"),
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        return Err(ControlError::Http {
+                            action: action.to_owned(),
+                            source: Box::new(e),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(ControlError::Timeout {
+                            action: action.to_owned(),
+                            after: self.timeout,
+                        });
+                    }
+                }
+            }
+            _ => self.send_with_reqwest(action, url, &headers, body).await?,
+        };
         tracing::debug!(action, status = status.as_u16(), elapsed = ?started.elapsed(), "control-plane answer");
         if !status.is_success() {
             return Err(ControlError::Status {
                 action: action.to_owned(),
                 status,
             });
+        }
+        Ok(answer)
+    }
+
+    /// [`send`](Self::send) through reqwest: `https://`, or a proxy in the environment.
+    async fn send_with_reqwest(
+        &self,
+        action: &str,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(reqwest::StatusCode, Bytes), ControlError> {
+        let mut req = self.http.post(url.clone());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let mut resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(action, e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Ok((status, Bytes::new()));
         }
         let mut answer = Vec::new();
         while let Some(chunk) = resp
@@ -348,7 +402,7 @@ impl ControlClient {
             }
             answer.extend_from_slice(&chunk);
         }
-        Ok(Bytes::from(answer))
+        Ok((status, Bytes::from(answer)))
     }
 
     fn transport_error(&self, action: &str, e: reqwest::Error) -> ControlError {
@@ -360,7 +414,7 @@ impl ControlClient {
         } else {
             ControlError::Http {
                 action: action.to_owned(),
-                source: e.without_url(),
+                source: Box::new(e.without_url()),
             }
         }
     }
@@ -399,6 +453,75 @@ mod tests {
             timeout: Duration::from_secs(30),
             sign_requests: false,
             ws_window: 64,
+        }
+    }
+
+    /// The lean client and reqwest put the same request on the wire (reqwest serves `https://`
+    /// and proxied control planes, which the tests cannot reach, so it is compared here).
+    #[tokio::test]
+    async fn both_transports_send_the_same_request() {
+        let (url, connections, heads) = crate::control::lean::tests::server(
+            r#"{"error_code":0,"ack_type":"common_ack"}"#,
+            usize::MAX,
+        )
+        .await;
+        let mut cfg = config();
+        cfg.callback_url = Some(url.clone());
+        cfg.sign_requests = true;
+        cfg.secret_key = Some(Secret::new("s3cret".to_owned()));
+        let mut lean = ControlClient::new(&cfg, "m".into()).unwrap();
+        lean.lean = Some(std::sync::Arc::new(LeanClient::new(
+            Duration::from_secs(5),
+            USER_AGENT,
+        )));
+        let mut plain = lean.clone();
+        plain.lean = None;
+        for client in [&lean, &plain] {
+            let ack = client
+                .report(
+                    "report_new_msg",
+                    "wxid_me",
+                    serde_json::json!({"msg": {}}),
+                    Some("ev-1"),
+                )
+                .await
+                .unwrap();
+            assert!(ack.parsed && ack.is_ok(), "{ack:?}");
+        }
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Header lines, lower-cased, without the per-second timestamp and signature values.
+        let lines = |head: &str| -> Vec<String> {
+            let mut lines: Vec<String> = head
+                .to_ascii_lowercase()
+                .lines()
+                .map(|line| match line.split_once(':') {
+                    Some((name, _))
+                        if name.starts_with("x-wxagent-timestamp")
+                            || name.starts_with("x-wxagent-signature") =>
+                    {
+                        name.to_owned()
+                    }
+                    _ => line.to_owned(),
+                })
+                .collect();
+            lines.sort();
+            lines
+        };
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 2);
+        assert_eq!(lines(&heads[0]), lines(&heads[1]), "lean vs reqwest");
+        for expected in [
+            "content-type: application/json",
+            "x-wxagent-event-id: ev-1",
+            "x-wxagent-signature",
+            "x-wxagent-timestamp",
+            "accept: */*",
+        ] {
+            assert!(
+                lines(&heads[0]).iter().any(|l| l == expected),
+                "{expected} in {}",
+                heads[0]
+            );
         }
     }
 

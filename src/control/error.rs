@@ -15,12 +15,12 @@ pub enum ControlError {
         #[source]
         source: reqwest::Error,
     },
-    /// Connecting, sending or reading failed (the URL is stripped from `source`).
+    /// Connecting, sending or reading failed (`source` never names the URL).
     #[error("{action}: request to the control plane failed")]
     Http {
         action: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No complete answer within the per-request timeout (or the retry deadline).
     #[error("{action}: no answer from the control plane within {after:?}")]
@@ -59,7 +59,7 @@ impl ControlError {
     /// setting, cancellation.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ControlError::Http { source, .. } => !source.is_builder(),
+            ControlError::Http { source, .. } => !is_request_fault(source.as_ref()),
             ControlError::Timeout { .. } | ControlError::Json { .. } => true,
             ControlError::Status { status, .. } => {
                 status.is_server_error()
@@ -89,6 +89,20 @@ impl ControlError {
             _ => None,
         }
     }
+}
+
+/// Whether a transport error says the request itself could not be built (a header value,
+/// a URL without a host): sending it again fails the same way.
+fn is_request_fault(source: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = source.downcast_ref::<reqwest::Error>() {
+        return e.is_builder();
+    }
+    matches!(
+        source.downcast_ref::<crate::control::lean::LeanError>(),
+        Some(
+            crate::control::lean::LeanError::Header(_) | crate::control::lean::LeanError::NoOrigin
+        )
+    )
 }
 
 /// `error: cause: cause…`, for logs (thiserror's Display shows only the outer message).

@@ -15,12 +15,14 @@
 //! - [`upload`]: multipart uploads of QR codes and files (A.6).
 //! - [`ws`]: WebSocket mode (A.8): reports as frames, pushed tasks, heartbeats, reconnects,
 //!   HTTP whenever the socket is not open.
+//! - [`lean`]: the HTTP/1.1 client used for plain `http://` control planes (no proxy).
 //! - `lenient`: readers for numbers-as-strings and friends (private).
 
 pub mod client;
 pub mod delivery;
 pub mod envelope;
 pub mod error;
+pub mod lean;
 mod lenient;
 pub mod reports;
 pub mod retry;
