@@ -798,6 +798,7 @@ fn append_then_sync(
     if let Err(e) = crate::control::spool::settle(spool) {
         return (0, Some(e));
     }
+    crate::worker::memory::note_activity();
     let (mut done, mut error, unsynced) = {
         let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
         match g.append_batch_unsynced(items) {

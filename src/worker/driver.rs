@@ -484,6 +484,7 @@ impl Session<'_> {
             };
             match step {
                 SyncStep::Data(data, keys) => {
+                    crate::worker::memory::note_activity();
                     let (fresh, rollback) = self.apply(data).await;
                     // Move the key past these events only once the owner has them safe
                     // (spooled): a crash before that re-fetches them instead of losing them.
@@ -518,6 +519,7 @@ impl Session<'_> {
                     }
                 }
                 SyncStep::Reinit(init) => {
+                    crate::worker::memory::note_activity();
                     self.renew_connections();
                     if let Some(mut book) = self.book.take() {
                         Self::merge_init(&mut book, init.contacts);

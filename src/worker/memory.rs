@@ -66,7 +66,8 @@ pub fn tune_allocator() {
 const STACK_MARGIN: usize = 16 << 10;
 
 /// Returns free heap pages to the kernel when enough have piled up: soon after start (the
-/// login burst), then every few minutes (contact reloads, message bursts). Also gives back the
+/// login burst), then every few minutes after new work (contact reloads, message bursts; an
+/// idle worker is not checked again, see [`note_activity`]). Also gives back the
 /// main thread's stack pages that the login's deep futures touched once (the trim runs on the
 /// worker's only runtime thread, the main thread, from a shallow frame).
 pub async fn trim_loop() {
@@ -80,9 +81,17 @@ pub async fn trim_loop() {
     // a trim finds them), but reading /proc/self/maps for the stack is kept for when new garbage
     // says a burst (the login's deep futures) has just ended.
     let mut after_release: Option<usize> = None;
+    let mut seen = activity();
     loop {
         let early = start.elapsed() < EARLY;
         tokio::time::sleep(if early { EARLY_PAUSE } else { pause }).await;
+        let now = activity();
+        let due = check_due(early, seen, now);
+        seen = now;
+        if !due {
+            pause = (pause * 3).min(Duration::from_secs(300));
+            continue;
+        }
         let free = free_heap();
         trim(free);
         if !early || worth_trimming(free, after_release) {
@@ -93,6 +102,29 @@ pub async fn trim_loop() {
             pause = (pause * 3).min(Duration::from_secs(300));
         }
     }
+}
+
+/// Work that leaves garbage behind (sync rounds that brought events, re-inits, reports
+/// spooled) since the worker started; see [`note_activity`].
+static ACTIVITY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a piece of work that allocates and frees a fair amount (parsing a sync round's
+/// messages, building their reports). The trim loop skips its later checks while the count
+/// stands still: an idle worker's polls free what they allocate, so a check would find
+/// nothing new, and with a thousand workers the checks themselves (`mallinfo2` walks the heap's
+/// free lists, the stack release reads `/proc/self/maps`) were a sixth of the idle CPU.
+pub fn note_activity() {
+    ACTIVITY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn activity() -> u64 {
+    ACTIVITY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the trim loop checks the heap now: always in the first minute (the login or resume
+/// itself spools nothing until it is over), later only after new work.
+fn check_due(early: bool, seen: u64, now: u64) -> bool {
+    early || now != seen
 }
 
 /// Whether `free` heap bytes mean new garbage, given the free bytes after the last release.
@@ -281,6 +313,19 @@ mod tests {
                 .to_string_lossy()
                 .ends_with(WORKER_TUNABLE)
         );
+    }
+
+    #[test]
+    fn later_checks_wait_for_new_work() {
+        assert!(check_due(true, 5, 5), "the first minute always checks");
+        assert!(
+            !check_due(false, 5, 5),
+            "an idle worker is not checked again"
+        );
+        assert!(check_due(false, 5, 6), "new work is");
+        let before = activity();
+        note_activity();
+        assert!(activity() > before);
     }
 
     #[test]

@@ -62,8 +62,7 @@ pub async fn callback(
                 record.appid = envelope.appid.clone();
                 record.wxid = envelope.wxid.clone();
                 record.client_session = envelope.client_session.clone();
-                record.data = envelope.data.clone();
-                if mode.down {
+                let answered = if mode.down {
                     record.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -79,7 +78,10 @@ pub async fn callback(
                     let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
                     record.duplicate = duplicate;
                     (StatusCode::OK, answer)
-                }
+                };
+                // Moved in after the answer: `respond` reads the envelope's.
+                record.data = envelope.data;
+                answered
             }
         };
         tracing::debug!(
