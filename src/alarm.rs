@@ -97,6 +97,10 @@ mod linux {
             // SAFETY: reading the 8-byte expiration count into a buffer of that size.
             let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
             if n == 8 {
+                // One read drains the timer and it stays disarmed until the next settime, so
+                // it is not readable any more: saying so spares the next wait a read that
+                // would only fail with EAGAIN (one syscall per poll of an idle worker).
+                ready.clear_ready();
                 return Ok(());
             }
             let e = io::Error::last_os_error();
