@@ -335,12 +335,7 @@ impl ControlClient {
                 let exchange = lean.post(url, &headers, body, MAX_RESPONSE_BYTES);
                 match tokio::time::timeout(self.timeout, exchange).await {
                     Ok(Ok(answered)) => answered,
-                    Ok(Err(LeanError::TooLarge(limit))) => {
-                        return Err(ControlError::Json {
-                            action: action.to_owned(),
-                            detail: format!("the answer is larger than {limit} bytes"),
-                        });
-                    }
+                    Ok(Err(LeanError::TooLarge(_))) => return Err(answer_too_large(action)),
                     Ok(Err(e)) => {
                         return Err(ControlError::Http {
                             action: action.to_owned(),
@@ -395,10 +390,7 @@ impl ControlClient {
             .map_err(|e| self.transport_error(action, e))?
         {
             if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(ControlError::Json {
-                    action: action.to_owned(),
-                    detail: format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
-                });
+                return Err(answer_too_large(action));
             }
             answer.extend_from_slice(&chunk);
         }
@@ -417,6 +409,14 @@ impl ControlClient {
                 source: Box::new(e.without_url()),
             }
         }
+    }
+}
+
+/// An answer over [`MAX_RESPONSE_BYTES`], whichever client read it.
+fn answer_too_large(action: &str) -> ControlError {
+    ControlError::Json {
+        action: action.to_owned(),
+        detail: format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
     }
 }
 
