@@ -304,6 +304,7 @@ async fn drive(scenario: BenchScenario, exe: &Path) -> anyhow::Result<(Report, O
         }
         BenchScenario::Throughput(a) => {
             let mut r = report("throughput", &a.common);
+            throughput::check_burst(&a.sessions, a.messages)?;
             let n = a.sessions.iter().copied().max().unwrap_or(1);
             let lab = lab_with(exe, &a.common, n, 0).await?;
             r.throughput = with_lab(lab, async |lab: &mut Lab| {
@@ -320,6 +321,7 @@ async fn drive(scenario: BenchScenario, exe: &Path) -> anyhow::Result<(Report, O
         }
         BenchScenario::All(a) => {
             let mut r = report("all", &a.common);
+            throughput::check_burst(&a.burst_sessions, a.burst)?;
             let runs = a
                 .runs
                 .iter()

@@ -31,6 +31,24 @@ pub struct ThroughputRun {
     pub websocket_frames: Option<u64>,
 }
 
+/// Refuses, before any session is logged in, a burst whose share for one session is larger than
+/// the simulator's event log: the log would drop the burst's first messages before the worker
+/// could fetch them, and the run would wait for reports that cannot come.
+pub fn check_burst(sessions: &[usize], messages: usize) -> anyhow::Result<()> {
+    let cap = crate::sim::EVENT_LOG_CAP;
+    for &n in sessions {
+        let per_session = messages.div_ceil(n.max(1));
+        if per_session > cap {
+            bail!(
+                "a burst of {messages} messages over {n} session(s) is {per_session} per session; \
+                 the simulator keeps {cap} events per session, so use at most {} messages or more sessions",
+                cap * n.max(1)
+            );
+        }
+    }
+    Ok(())
+}
+
 pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Result<ThroughputRun> {
     if sessions == 0 || sessions > lab.sessions.len() {
         bail!(
@@ -128,5 +146,21 @@ impl ThroughputRun {
             ),
             "≥ 10,000 msg/s",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_larger_than_the_event_log_are_refused_up_front() {
+        let cap = crate::sim::EVENT_LOG_CAP;
+        assert!(check_burst(&[1, 50], cap).is_ok());
+        assert!(check_burst(&[2], 2 * cap).is_ok());
+        let e = check_burst(&[1, 50], cap + 1).unwrap_err().to_string();
+        assert!(e.contains(&format!("{} per session", cap + 1)), "{e}");
+        assert!(e.contains(&format!("at most {cap} messages")), "{e}");
+        assert!(check_burst(&[3], 3 * cap + 1).is_err());
     }
 }

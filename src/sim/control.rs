@@ -285,8 +285,9 @@ async fn inject_message(
     }
 }
 
-/// Largest burst one request may queue.
-const MAX_BURST: usize = 100_000;
+/// Largest burst one request may queue: the session's event log, so that a burst cannot push
+/// its own first messages out before a client could fetch them.
+const MAX_BURST: usize = super::state::EVENT_LOG_CAP;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,7 +303,7 @@ async fn burst(State(sim): State<Arc<Sim>>, Path(uin): Path<String>, body: Bytes
     let body: BurstBody = parse(&body)?;
     if body.count == 0 || body.count > MAX_BURST {
         return Err(ApiError::bad(format!(
-            "count must be 1..={MAX_BURST}, got {}",
+            "count must be 1..={MAX_BURST} (the events a session keeps), got {}",
             body.count
         )));
     }

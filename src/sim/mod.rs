@@ -26,6 +26,8 @@ mod media;
 mod send;
 mod server;
 mod state;
+/// Events the simulator keeps per session (the bench sizes its bursts by it).
+pub(crate) use state::EVENT_LOG_CAP;
 mod sync;
 pub mod wehub;
 
