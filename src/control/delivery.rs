@@ -697,3 +697,76 @@ impl Delivery {
         self.with_spool(op).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::spool::SpoolLimits;
+
+    fn control(url: &url::Url) -> ControlClient {
+        let cfg = crate::config::ControlConfig {
+            callback_url: Some(url.clone()),
+            upload_url: None,
+            appid: "app".into(),
+            secret_key: None,
+            poll_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            sign_requests: false,
+            ws_window: 64,
+        };
+        ControlClient::new(&cfg, "m".into()).unwrap()
+    }
+
+    /// A run's acks are deferred (no sync per delivered report) and, with nothing more to send,
+    /// written and synced by the task itself once the spool stayed empty for `ACK_IDLE`: no
+    /// `drained()` or shutdown is needed for the delivered reports to stay delivered after a
+    /// restart.
+    #[tokio::test]
+    async fn acks_of_a_finished_run_are_synced_once_the_spool_stays_empty() {
+        let (url, _, heads) = crate::control::lean::tests::server(
+            r#"{"error_code":0,"ack_type":"common_ack"}"#,
+            usize::MAX,
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 20,
+            max_events: 100,
+        };
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", limits).unwrap()));
+        for n in 0..3 {
+            let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
+            lock(&spool)
+                .append("report_new_msg", "wxid_me", &data)
+                .unwrap();
+        }
+        let wake = Arc::new(Notify::new());
+        let cancel = CancellationToken::new();
+        let (handle, _acks) = start(spool.clone(), control(&url), wake.clone(), cancel.clone());
+        wake.notify_one();
+        // Generous bounds: the property is that it happens without anyone asking, not when.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (delivered, unsynced) = (handle.stats().delivered, lock(&spool).unsynced_acks());
+            if delivered == 3 && unsynced == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivered {delivered}, unsynced acks {unsynced}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(heads.lock().unwrap().len(), 3, "each report sent once");
+        // Stopped without drained(): the acks are on disk all the same.
+        cancel.cancel();
+        handle.join().await;
+        drop(spool);
+        let reopened = Spool::open(dir.path(), "s1", limits).unwrap();
+        assert!(
+            reopened.is_empty(),
+            "{} reports pending after reopening",
+            reopened.len()
+        );
+    }
+}
