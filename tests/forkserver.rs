@@ -10,12 +10,7 @@ mod common;
 use common::*;
 
 fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    proc_list(pid, "cmdline")
 }
 
 /// The worker's `GLIBC_TUNABLES`, if its environment has one.

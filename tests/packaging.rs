@@ -279,10 +279,9 @@ fn the_supervisor_talks_to_systemd_and_keeps_it_from_its_workers() {
     // a worker must never be mistaken for the service.
     // A child that has not exec'd yet still shows our environment: wait for the worker itself.
     let worker = wait_until("a worker process", || {
-        children_of(pid).into_iter().find(|c| {
-            let cmdline = std::fs::read(format!("/proc/{}/cmdline", c.pid)).unwrap_or_default();
-            c.state != 'Z' && cmdline.split(|b| *b == 0).any(|a| a == b"worker")
-        })
+        children_of(pid)
+            .into_iter()
+            .find(|c| c.state != 'Z' && proc_list(c.pid, "cmdline").iter().any(|a| a == "worker"))
     });
     let environ = environ(worker.pid);
     assert!(!environ.is_empty(), "the worker's environment is readable");

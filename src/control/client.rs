@@ -440,10 +440,11 @@ pub fn machine_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config() -> ControlConfig {
+    /// A `[control]` for tests: an unreachable loopback callback URL, no secret, defaults.
+    pub(crate) fn config() -> ControlConfig {
         ControlConfig {
             callback_url: Some(Url::parse("http://127.0.0.1:9/cb").unwrap()),
             upload_url: None,

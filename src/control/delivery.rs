@@ -704,16 +704,8 @@ mod tests {
     use crate::control::spool::SpoolLimits;
 
     fn control(url: &url::Url) -> ControlClient {
-        let cfg = crate::config::ControlConfig {
-            callback_url: Some(url.clone()),
-            upload_url: None,
-            appid: "app".into(),
-            secret_key: None,
-            poll_interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(30),
-            sign_requests: false,
-            ws_window: 64,
-        };
+        let mut cfg = crate::control::client::tests::config();
+        cfg.callback_url = Some(url.clone());
         ControlClient::new(&cfg, "m".into()).unwrap()
     }
 

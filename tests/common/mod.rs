@@ -359,14 +359,20 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The environment of a process, one `NAME=value` per entry (empty when it cannot be read).
-pub fn environ(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
+/// A NUL-separated `/proc/<pid>/<file>` (`cmdline`, `environ`) as its entries (empty when it
+/// cannot be read).
+pub fn proc_list(pid: u32, file: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .split(|b| *b == 0)
         .filter(|v| !v.is_empty())
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
+}
+
+/// The environment of a process, one `NAME=value` per entry (empty when it cannot be read).
+pub fn environ(pid: u32) -> Vec<String> {
+    proc_list(pid, "environ")
 }
 
 // ---------------------------------------------------------------------------------------------
