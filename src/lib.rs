@@ -40,6 +40,8 @@ pub mod shutdown;
 pub mod sim;
 pub mod stats;
 pub mod supervisor;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod tls;
 pub mod wechat;
 pub mod worker;

@@ -461,13 +461,14 @@ pub(crate) mod tests {
     /// and proxied control planes, which the tests cannot reach, so it is compared here).
     #[tokio::test]
     async fn both_transports_send_the_same_request() {
-        let (url, connections, heads) = crate::control::lean::tests::server(
-            r#"{"error_code":0,"ack_type":"common_ack"}"#,
+        let server = crate::testutil::http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
             usize::MAX,
         )
         .await;
         let mut cfg = config();
-        cfg.callback_url = Some(url.clone());
+        cfg.callback_url = Some(server.url.clone());
         cfg.sign_requests = true;
         cfg.secret_key = Some(Secret::new("s3cret".to_owned()));
         let mut lean = ControlClient::new(&cfg, "m".into()).unwrap();
@@ -489,7 +490,7 @@ pub(crate) mod tests {
                 .unwrap();
             assert!(ack.parsed && ack.is_ok(), "{ack:?}");
         }
-        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(server.accepted(), 2);
         // Header lines, lower-cased, without the per-second timestamp and signature values.
         let lines = |head: &str| -> Vec<String> {
             let mut lines: Vec<String> = head
@@ -508,7 +509,7 @@ pub(crate) mod tests {
             lines.sort();
             lines
         };
-        let heads = heads.lock().unwrap();
+        let heads = server.heads.lock().unwrap();
         assert_eq!(heads.len(), 2);
         assert_eq!(lines(&heads[0]), lines(&heads[1]), "lean vs reqwest");
         for expected in [

@@ -715,8 +715,9 @@ mod tests {
     /// restart.
     #[tokio::test]
     async fn acks_of_a_finished_run_are_synced_once_the_spool_stays_empty() {
-        let (url, _, heads) = crate::control::lean::tests::server(
-            r#"{"error_code":0,"ack_type":"common_ack"}"#,
+        let server = crate::testutil::http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
             usize::MAX,
         )
         .await;
@@ -734,7 +735,12 @@ mod tests {
         }
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
-        let (handle, _acks) = start(spool.clone(), control(&url), wake.clone(), cancel.clone());
+        let (handle, _acks) = start(
+            spool.clone(),
+            control(&server.url),
+            wake.clone(),
+            cancel.clone(),
+        );
         wake.notify_one();
         // Generous bounds: the property is that it happens without anyone asking, not when.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -749,7 +755,11 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(heads.lock().unwrap().len(), 3, "each report sent once");
+        assert_eq!(
+            server.heads.lock().unwrap().len(),
+            3,
+            "each report sent once"
+        );
         // Stopped without drained(): the acks are on disk all the same.
         cancel.cancel();
         handle.join().await;

@@ -227,11 +227,11 @@ impl LeanClient {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::testutil::http_server;
+
+    const CALLBACK: &str = "/wehub/callback?k=v";
 
     #[test]
     fn used_for_plain_http_without_a_proxy_only() {
@@ -253,81 +253,16 @@ pub(crate) mod tests {
         );
     }
 
-    /// A loopback HTTP/1.1 server that answers every request with `answer`, keeps connections
-    /// alive unless `close_after` requests were served on one, and counts connections and the
-    /// requests' heads.
-    pub(crate) async fn server(
-        answer: &'static str,
-        close_after: usize,
-    ) -> (Url, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!(
-            "http://{}/wehub/callback?k=v",
-            listener.local_addr().unwrap()
-        ))
-        .unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let (c, h) = (connections.clone(), heads.clone());
-        tokio::spawn(async move {
-            loop {
-                let (mut sock, _) = listener.accept().await.unwrap();
-                c.fetch_add(1, Ordering::SeqCst);
-                let heads = h.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut served = 0;
-                    loop {
-                        let mut chunk = [0u8; 4096];
-                        let n = sock.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length: ")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if buf.len() < end + 4 + length {
-                            continue;
-                        }
-                        buf.drain(..end + 4 + length);
-                        heads.lock().unwrap().push(head);
-                        served += 1;
-                        let close = served >= close_after;
-                        let reply = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n{answer}",
-                            answer.len(),
-                            if close { "connection: close\r\n" } else { "" }
-                        );
-                        sock.write_all(reply.as_bytes()).await.unwrap();
-                        if close {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (url, connections, heads)
-    }
-
     #[tokio::test]
     async fn keeps_one_connection_alive_and_sends_the_expected_head() {
-        let (url, connections, heads) = server("{}", usize::MAX).await;
+        let server = http_server(CALLBACK, "{}", usize::MAX).await;
+        let url = &server.url;
         let client = LeanClient::new(Duration::from_secs(5), "wxagent/test");
         let content_type = ("Content-Type", "application/json");
         for i in 0..3 {
             let (status, body) = client
                 .post(
-                    &url,
+                    url,
                     &[content_type],
                     format!("{{\"n\":{i}}}").into_bytes(),
                     1024,
@@ -337,12 +272,8 @@ pub(crate) mod tests {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(&body[..], b"{}");
         }
-        assert_eq!(
-            connections.load(Ordering::SeqCst),
-            1,
-            "one kept-alive connection"
-        );
-        let heads = heads.lock().unwrap();
+        assert_eq!(server.accepted(), 1, "one kept-alive connection");
+        let heads = server.heads.lock().unwrap();
         assert_eq!(heads.len(), 3);
         let head = heads[0].to_ascii_lowercase();
         assert!(
@@ -362,20 +293,30 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_replaced() {
-        let (url, connections, heads) = server("{}", 1).await;
+        let server = http_server(CALLBACK, "{}", 1).await;
         let client = LeanClient::new(Duration::from_secs(5), "wxagent/test");
         for _ in 0..3 {
-            client.post(&url, &[], b"{}".to_vec(), 1024).await.unwrap();
+            client
+                .post(&server.url, &[], b"{}".to_vec(), 1024)
+                .await
+                .unwrap();
         }
-        assert_eq!(heads.lock().unwrap().len(), 3, "every request served once");
-        assert_eq!(connections.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            server.heads.lock().unwrap().len(),
+            3,
+            "every request served once"
+        );
+        assert_eq!(server.accepted(), 3);
     }
 
     #[tokio::test]
     async fn answers_over_the_limit_and_refused_connections_are_errors() {
-        let (url, _, _) = server("0123456789", usize::MAX).await;
+        let server = http_server(CALLBACK, "0123456789", usize::MAX).await;
         let client = LeanClient::new(Duration::from_secs(5), "wxagent/test");
-        let e = client.post(&url, &[], Vec::new(), 4).await.unwrap_err();
+        let e = client
+            .post(&server.url, &[], Vec::new(), 4)
+            .await
+            .unwrap_err();
         assert!(matches!(e, LeanError::TooLarge(4)), "{e:?}");
         // A port nobody listens on (bound, then released).
         let port = std::net::TcpListener::bind("127.0.0.1:0")

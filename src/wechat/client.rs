@@ -885,51 +885,10 @@ mod tests {
         assert!(opt_list::<Value>("x", &v, "C").is_err());
     }
 
-    /// A loopback HTTP/1.1 server answering every request with `ok`: counts the connections
-    /// it accepted and those the client has closed.
-    async fn counting_server() -> (
-        Url,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    ) {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
-        let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (a, c) = (accepted.clone(), closed.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let mut seen = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            seen.drain(..end + 4);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if conn.write_all(answer).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                    c.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        (url, accepted, closed)
-    }
-
     #[tokio::test]
     async fn renewed_client_closes_the_pooled_connections_and_opens_new_ones() {
-        use std::sync::atomic::Ordering;
-        let (url, accepted, closed) = counting_server().await;
+        let server = crate::testutil::http_server("/", "ok", usize::MAX).await;
+        let url = server.url.clone();
         let client = WebClient::new(ClientSettings {
             login: url.clone(),
             desktop_mode: false,
@@ -941,11 +900,11 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(client.get_text("test", url.clone(), t).await.unwrap(), "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "kept alive and reused");
+        assert_eq!(server.accepted(), 1, "kept alive and reused");
         client.renew_connections().unwrap();
         // The old pool is gone with the old client: its idle connection closes.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while closed.load(Ordering::SeqCst) == 0 {
+        while server.closed() == 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the old connection was never closed"
@@ -953,11 +912,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(client.get_text("test", url.clone(), t).await.unwrap(), "ok");
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            2,
-            "a new connection after renewal"
-        );
+        assert_eq!(server.accepted(), 2, "a new connection after renewal");
     }
 
     #[test]
