@@ -38,6 +38,17 @@ pub(crate) async fn http_server(
     answer: &'static str,
     close_after: usize,
 ) -> TestServer {
+    gated_http_server(path, answer, close_after, None).await
+}
+
+/// [`http_server`] that, with a `gate`, takes one permit from it before each answer (so a test
+/// can hold a request in flight).
+pub(crate) async fn gated_http_server(
+    path: &str,
+    answer: &'static str,
+    close_after: usize,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = Url::parse(&format!("http://{}{path}", listener.local_addr().unwrap())).unwrap();
     let server = TestServer {
@@ -54,9 +65,9 @@ pub(crate) async fn http_server(
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
-            let (closed, heads) = (closed.clone(), heads.clone());
+            let (closed, heads, gate) = (closed.clone(), heads.clone(), gate.clone());
             tokio::spawn(async move {
-                serve(&mut conn, answer, close_after, &heads).await;
+                serve(&mut conn, answer, close_after, &heads, gate.as_deref()).await;
                 closed.fetch_add(1, Ordering::SeqCst);
             });
         }
@@ -70,6 +81,7 @@ async fn serve(
     answer: &str,
     close_after: usize,
     heads: &Mutex<Vec<String>>,
+    gate: Option<&tokio::sync::Semaphore>,
 ) {
     let mut seen = Vec::new();
     let mut served = 0;
@@ -94,6 +106,9 @@ async fn serve(
             }
             seen.drain(..end + 4 + length);
             heads.lock().unwrap().push(head);
+            if let Some(gate) = gate {
+                gate.acquire().await.unwrap().forget();
+            }
             served += 1;
             let close = served >= close_after;
             let reply = format!(

@@ -924,3 +924,59 @@ fn queued_login_tasks_are_taken_without_waiting_an_interval_each() {
         sup.wait_session(&format!("{id} listed"), id, |_| true);
     }
 }
+
+/// An idle account's worker is not woken to poll: the supervisor polls `pull_task` for it and
+/// writes each task down the worker's stdin. A frozen worker shows it: its task is still taken
+/// from the control plane, and runs when the worker thaws. A task taken for a worker that then
+/// dies before reading it is reported failed, not lost in the pipe.
+#[test]
+fn the_supervisor_polls_for_idle_workers_and_answers_for_tasks_they_never_took() {
+    let sim = Sim::start();
+    let uin = alice(&sim);
+    let wxid = uin.to_string();
+    let bob = sim.user_name(uin, "Bob");
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let sup = Supervisor::start(&cfg.path);
+    let worker = log_in(&sim, &sup, uin, "qs-feed");
+    sup.wait_session("the supervisor polling for the account", "qs-feed", |s| {
+        s["agent_pulls"] == true
+    });
+    let taken = |id: &str| {
+        sim.get("/__cp/tasks")["tasks"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["task_id"] == id).cloned())
+            .filter(|t| !t["delivered_ms"].is_null())
+    };
+    let text = |msg: &str| json!({"wxid_to": bob, "msg_list": [{"msg_type": 1, "msg": msg}]});
+
+    assert!(signal_pid(worker, libc::SIGSTOP));
+    let first = sim.queue_task(&wxid, 1, text("sent after the thaw"), "pull");
+    wait_until("the task taken while the worker is frozen", || {
+        taken(&first)
+    });
+    let results = sim.task_results();
+    assert!(results.get(&first).is_none(), "ran while frozen: {results}");
+    assert!(signal_pid(worker, libc::SIGCONT));
+    let r = sim.wait_task_result(&first);
+    assert_eq!(r["task_result"], 1, "{r}");
+    assert!(
+        sim.outbox(uin)
+            .iter()
+            .any(|m| m["content"] == "sent after the thaw" && m["to"] == bob)
+    );
+
+    assert!(signal_pid(worker, libc::SIGSTOP));
+    let second = sim.queue_task(&wxid, 1, text("never sent"), "pull");
+    wait_until("the second task taken", || taken(&second));
+    assert!(signal_pid(worker, libc::SIGKILL));
+    let r = sim.wait_task_result(&second);
+    assert_eq!(r["task_result"], 0, "{r}");
+    assert!(
+        r["error_reason"]
+            .as_str()
+            .is_some_and(|e| e.contains("worker ended before it took the task")),
+        "{r}"
+    );
+    assert!(sim.outbox(uin).iter().all(|m| m["content"] != "never sent"));
+    sup.assert_reaped(&[worker]);
+}

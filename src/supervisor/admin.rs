@@ -388,6 +388,7 @@ mod tests {
                     spool_depth: 17,
                     qr: None,
                     counters: Default::default(),
+                    agent_pulls: false,
                 },
                 SessionStatus {
                     id: "q2".into(),
@@ -402,6 +403,7 @@ mod tests {
                     spool_depth: 0,
                     qr: None,
                     counters: Default::default(),
+                    agent_pulls: false,
                 },
             ],
         };
@@ -439,6 +441,7 @@ mod tests {
             spool_depth: 0,
             qr: None,
             counters: Default::default(),
+            agent_pulls: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! when asked. Only this task ever touches the `Child`.
 
 use super::process::{self, Stopped};
+use super::pull::{FeedCommand, PullSettings};
 use super::registry::Registry;
 use crate::backoff::Backoff;
 use crate::exit::WorkerExit;
@@ -31,6 +32,8 @@ pub struct ChildSpec {
     pub healthy_after: Duration,
     pub restart_min: Duration,
     pub restart_max: Duration,
+    /// Polling `pull_task` for the worker's account when it asks (`super::pull`).
+    pub pull: Option<PullSettings>,
 }
 
 /// What a child task tells the supervisor.
@@ -145,9 +148,23 @@ async fn run_once(
         s.pid = pid;
         s.state = "starting".into();
     });
-    // Keep stdin open: its EOF is the worker's sign that we are gone.
-    #[cfg_attr(unix, allow(unused_mut))]
-    let mut stdin = child.stdin.take();
+    // The feed keeps stdin open (its EOF is the worker's sign that we are gone) and polls
+    // `pull_task` for the worker when it asks.
+    let (feed_tx, feed_rx) = mpsc::channel(8);
+    let close_input = CancellationToken::new();
+    let feed = child.stdin.take().map(|input| {
+        tokio::spawn(
+            super::pull::feed(
+                input,
+                spec.pull.clone(),
+                feed_rx,
+                registry.clone(),
+                spec.session_id.clone(),
+                close_input.clone(),
+            )
+            .in_current_span(),
+        )
+    });
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let logs = tokio::spawn(
@@ -173,7 +190,7 @@ async fn run_once(
                     let mut lines = BufReader::with_capacity(PIPE_BUFFER, out).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         match WorkerMessage::from_line(&line) {
-                            Some(m) => handle_message(&id, &registry, &events, m).await,
+                            Some(m) => handle_message(&id, &registry, &events, &feed_tx, m).await,
                             None => tracing::debug!(line, "non-protocol line on worker stdout"),
                         }
                     }
@@ -192,7 +209,7 @@ async fn run_once(
             registry.update(&spec.session_id, |s| s.state = "stopping".into());
             // Windows has no SIGTERM for a console-less child: the stdin EOF is the request.
             #[cfg(not(unix))]
-            drop(stdin.take());
+            close_input.cancel();
             match process::stop(&mut child, spec.grace).await? {
                 Stopped::Gracefully(st) => tracing::info!(status = %st, "worker stopped"),
                 Stopped::Killed(st) => {
@@ -203,7 +220,10 @@ async fn run_once(
         }
     };
     let _ = pipe.await;
-    drop(stdin);
+    close_input.cancel();
+    if let Some(feed) = feed {
+        let _ = feed.await;
+    }
     // The worker's stderr closes when it exits; the log task then ends by itself.
     let _ = logs.await;
     Ok(end)
@@ -213,6 +233,7 @@ async fn handle_message(
     id: &str,
     registry: &Registry,
     events: &mpsc::Sender<ChildEvent>,
+    feed: &mpsc::Sender<FeedCommand>,
     m: WorkerMessage,
 ) {
     match m {
@@ -247,6 +268,25 @@ async fn handle_message(
         }
         WorkerMessage::Ended { exit_code, outcome } => {
             tracing::info!(exit_code, "worker reports: {outcome}");
+        }
+        WorkerMessage::TaskTaken { task_id } => {
+            let _ = feed.send(FeedCommand::Taken(task_id)).await;
+        }
+        WorkerMessage::Pull { wxid } => {
+            let _ = feed.send(FeedCommand::Pull(wxid)).await;
+        }
+        WorkerMessage::TaskNotRun {
+            task_id,
+            wxid,
+            reason,
+        } => {
+            let _ = feed
+                .send(FeedCommand::NotRun {
+                    task_id,
+                    wxid,
+                    reason,
+                })
+                .await;
         }
     }
 }

@@ -8,5 +8,6 @@ pub mod child;
 pub mod forkserver;
 pub mod metrics;
 pub mod process;
+pub mod pull;
 pub mod registry;
 pub mod run;

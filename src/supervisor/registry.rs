@@ -34,6 +34,9 @@ pub struct SessionStatus {
     /// The session's counters over all its worker processes.
     #[serde(default)]
     pub counters: WorkerStats,
+    /// Whether the supervisor polls `pull_task` for the account (so its worker sleeps).
+    #[serde(default)]
+    pub agent_pulls: bool,
 }
 
 impl SessionStatus {
@@ -51,6 +54,7 @@ impl SessionStatus {
             spool_depth: 0,
             qr: None,
             counters: WorkerStats::default(),
+            agent_pulls: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::admin;
 use super::child::{self, ChildEnd, ChildEvent, ChildSpec};
 use super::process;
+use super::pull::PullSettings;
 use super::registry::Registry;
 use crate::config::Config;
 use crate::control::{ControlClient, Task};
@@ -90,6 +91,7 @@ pub async fn run(
         config: &config,
         launcher,
         opts,
+        pull: PullSettings::new(control.clone(), config.control.poll_interval),
         control,
         registry: registry.clone(),
         children: JoinSet::new(),
@@ -179,6 +181,8 @@ struct Supervisor<'a> {
     launcher: Arc<process::Launcher>,
     opts: SupervisorOptions,
     control: ControlClient,
+    /// Polling `pull_task` for the workers' accounts (shared by every child).
+    pull: PullSettings,
     registry: Arc<Registry>,
     children: JoinSet<(String, ChildEnd)>,
     stops: HashMap<String, CancellationToken>,
@@ -281,6 +285,7 @@ impl Supervisor<'_> {
             healthy_after: Duration::from_secs(60),
             restart_min: Duration::from_secs(1),
             restart_max: Duration::from_secs(60),
+            pull: Some(self.pull.clone()),
         };
         let registry = self.registry.clone();
         let tx = child_tx.clone();

@@ -31,6 +31,7 @@ use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
 use crate::control::ws::{LinkState, WsLink, WsPolicy};
 use crate::control::{ControlClient, ControlError};
 use crate::wechat::contact::{ContactBook, ContactKind};
+use crate::worker::pull::PullDelegate;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -44,6 +45,9 @@ pub struct BridgeSettings {
     pub qr_session_id: String,
     pub machine_id: String,
     pub poll_interval: Duration,
+    /// When supervised: the supervisor polls `pull_task` for the account once it agrees
+    /// (`crate::worker::pull`).
+    pub pull: Option<Arc<PullDelegate>>,
     /// How long contact changes are batched before one `report_contact_update`.
     pub contact_batch: Duration,
     /// The account's send pacing (shared with the driver, which notes rate limiting).
@@ -636,6 +640,7 @@ impl Bridge {
                 self.settings.poll_interval,
                 self.tasks.clone(),
                 websocket.as_ref().map(WsLink::state),
+                self.settings.pull.clone(),
                 stop_tasks.clone(),
             ));
         }
@@ -710,6 +715,13 @@ impl Bridge {
             retcode: reason.retcode(),
         };
         self.stop_session_tasks();
+        // No poll for the account after its logout: the supervisor confirms it stopped.
+        if let Some(pull) = &self.settings.pull {
+            pull.release();
+            if !pull.released(Duration::from_secs(5)).await {
+                tracing::debug!("the supervisor did not confirm it stopped polling");
+            }
+        }
         // Everything reported before the logout goes first (order per session).
         if !self.outbox.delivery.drained(Duration::from_secs(15)).await {
             tracing::warn!(
@@ -727,24 +739,35 @@ impl Bridge {
 }
 
 /// Polls `pull_task` for the account; a task found means "ask again at once". Pauses while the
-/// WebSocket is open (the server pushes tasks then, spec A.8).
+/// WebSocket is open (the server pushes tasks then, spec A.8). When supervised, it first asks the
+/// supervisor to poll instead and, once the supervisor agreed, only waits; it polls itself again
+/// only if the supervisor lets go.
 async fn poll_tasks(
     control: ControlClient,
     wxid: String,
     every: Duration,
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
     mut websocket: Option<tokio::sync::watch::Receiver<LinkState>>,
+    pull: Option<Arc<PullDelegate>>,
     stop: CancellationToken,
 ) {
     if every.is_zero() {
         return;
     }
+    // The supervisor stops polling for us when we stop (session over or tasks stopped).
+    let _release = pull.clone().map(Release);
+    let mut pulling = pull.as_ref().map(|p| p.subscribe());
     // One wake-up per interval however tokio's timer wheel would round it (crate::alarm).
     let mut alarm = crate::alarm::Alarm::new();
+    let mut asked_at: Option<tokio::time::Instant> = None;
     loop {
         if let Some(state) = &mut websocket
             && matches!(*state.borrow_and_update(), LinkState::Open { .. })
         {
+            if let Some(p) = &pull {
+                p.release();
+                asked_at = None;
+            }
             tokio::select! {
                 changed = state.changed() => {
                     if changed.is_err() {
@@ -754,6 +777,45 @@ async fn poll_tasks(
                 () = stop.cancelled() => return,
             }
             continue;
+        }
+        if let (Some(p), Some(rx)) = (&pull, &mut pulling) {
+            if asked_at.is_none() {
+                p.request(&wxid, &tasks);
+                asked_at = Some(tokio::time::Instant::now());
+            }
+            rx.borrow_and_update();
+            // Asked and not yet answered: give the supervisor up to one interval before
+            // polling ourselves; once it polls, only the socket, a let-go or the end wake us.
+            let answered = p.pulls_for(&wxid);
+            let waited = asked_at.is_some_and(|t| t.elapsed() >= every);
+            if answered || !waited {
+                let socket = async {
+                    match &mut websocket {
+                        Some(state) => {
+                            let _ = state.changed().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let give_up = async {
+                    if answered {
+                        std::future::pending::<()>().await
+                    } else if let Some(t) = asked_at {
+                        tokio::time::sleep_until(t + every).await
+                    }
+                };
+                tokio::select! {
+                    () = socket => {}
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            pulling = None;
+                        }
+                    }
+                    () = give_up => {}
+                    () = stop.cancelled() => return,
+                }
+                continue;
+            }
         }
         let found = tokio::select! {
             r = control.pull_task(&wxid, serde_json::json!({})) => r,
@@ -780,6 +842,15 @@ async fn poll_tasks(
             () = alarm.sleep(wait) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+/// Asks the supervisor to stop polling when the poller ends, however it ends.
+struct Release(Arc<PullDelegate>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 

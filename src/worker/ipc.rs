@@ -1,8 +1,9 @@
-//! The pipe between a supervised worker and its supervisor: one JSON object per line on the
-//! worker's stdout. (stderr carries the worker's logs; stdin stays open, and its EOF tells the
-//! worker that the supervisor is gone.) Unknown lines are ignored by the reader, so either side
-//! can be newer.
+//! The pipes between a supervised worker and its supervisor: one JSON object per line, the
+//! worker's [`WorkerMessage`]s on its stdout and the supervisor's [`SupervisorMessage`]s on its
+//! stdin. (stderr carries the worker's logs; stdin's EOF tells the worker that the supervisor is
+//! gone.) Unknown lines are ignored by either reader, so either side can be newer.
 
+use crate::control::RawTask;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -28,6 +29,23 @@ pub enum WorkerMessage {
     },
     /// The session is over; the exit code follows.
     Ended { exit_code: u8, outcome: String },
+    /// Asks the supervisor to poll `pull_task` for this account (`wxid`), or to stop (`None`),
+    /// so that an idle worker is not woken every poll interval (`crate::supervisor::pull`).
+    /// The worker polls itself until the supervisor answers [`SupervisorMessage::Pulling`].
+    Pull {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wxid: Option<String>,
+    },
+    /// A task the supervisor pulled is in the executor's queue (tasks with an id only): the
+    /// supervisor no longer answers for it if the worker dies.
+    TaskTaken { task_id: String },
+    /// A task the supervisor pulled for this account arrived after the session stopped running
+    /// tasks: the supervisor reports it failed, so the control plane hears of it.
+    TaskNotRun {
+        task_id: String,
+        wxid: String,
+        reason: String,
+    },
     /// The worker's counters, sent every few seconds when they changed.
     Stats(WorkerStats),
 }
@@ -85,9 +103,55 @@ impl WorkerMessage {
     }
 }
 
+/// What the supervisor writes to a worker's stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum SupervisorMessage {
+    /// The supervisor now polls `pull_task` for this account; the worker stops polling.
+    Pulling { wxid: String },
+    /// The supervisor stopped polling for the worker (the answer to `Pull { wxid: None }`).
+    Released,
+    /// A task the supervisor pulled for the account (`task_id` empty when the server gave none).
+    Task { task_id: String, task: RawTask },
+}
+
+impl SupervisorMessage {
+    pub fn to_line(&self) -> String {
+        // Strings and JSON values only: serialising cannot fail.
+        serde_json::to_string(self).expect("supervisor message serialises")
+    }
+
+    /// Parses one stdin line; `None` for anything that is not a message.
+    pub fn from_line(line: &str) -> Option<SupervisorMessage> {
+        serde_json::from_str(line.trim()).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supervisor_lines_round_trip() {
+        let task = SupervisorMessage::Task {
+            task_id: "t1".into(),
+            task: RawTask::new(serde_json::json!({"task_type": 1, "task_dict": {"wxid_to": "a"}})),
+        };
+        let line = task.to_line();
+        assert_eq!(
+            line,
+            r#"{"cmd":"task","task_id":"t1","task":{"task_dict":{"wxid_to":"a"},"task_type":1}}"#
+        );
+        assert_eq!(SupervisorMessage::from_line(&line), Some(task));
+        assert_eq!(
+            SupervisorMessage::from_line(r#"{"cmd":"pulling","wxid":"42"}"#),
+            Some(SupervisorMessage::Pulling { wxid: "42".into() })
+        );
+        assert_eq!(SupervisorMessage::from_line(r#"{"cmd":"later"}"#), None);
+        let pull = WorkerMessage::Pull { wxid: None };
+        assert_eq!(pull.to_line(), r#"{"event":"pull"}"#);
+        assert_eq!(WorkerMessage::from_line(&pull.to_line()), Some(pull));
+    }
 
     #[test]
     fn round_trip_and_tolerance() {

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod ops;
 pub mod pacing;
 pub mod persist;
+pub mod pull;
 pub mod qr;
 pub mod reports;
 pub mod saver;

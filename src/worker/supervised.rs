@@ -12,8 +12,9 @@
 use super::bridge::{Bridge, BridgeSettings, Ipc, Outbox};
 use super::driver::{self, SessionSpec};
 use super::events::{WorkerCommand, WorkerEvent};
-use super::ipc::{WorkerMessage, WorkerStats};
+use super::ipc::{SupervisorMessage, WorkerMessage, WorkerStats};
 use super::pacing::Pacer;
+use super::pull::PullDelegate;
 use super::state::{LogoutReason, Outcome, SessionState};
 use crate::config::Config;
 use crate::control::ControlClient;
@@ -25,12 +26,16 @@ use crate::wechat::message::MessageKind;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The least time between two stats lines (changes meanwhile ride along in the next).
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// Read buffer for the supervisor's lines on stdin (a task line is usually a few hundred bytes;
+/// a longer one is read in several calls).
+const STDIN_BUFFER: usize = 1024;
 
 /// Where a waiting session's current QR code is kept for the admin API.
 pub fn qr_file(state_dir: &std::path::Path, session_id: &str) -> std::path::PathBuf {
@@ -54,16 +59,24 @@ pub fn emit_line(m: WorkerMessage) {
 
 pub async fn run(config: Config, session_id: String, shutdown: CancellationToken) -> Outcome {
     let ipc: Ipc = Arc::new(emit_line);
-    // Parent death: stdin closes.
+    let pull = PullDelegate::new(ipc.clone());
+    // The supervisor's messages come on stdin; its EOF means the supervisor is gone.
     {
         let shutdown = shutdown.clone();
+        let pull = pull.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 64];
-            let mut stdin = tokio::io::stdin();
-            while let Ok(n) = stdin.read(&mut buf).await {
+            let mut input = BufReader::with_capacity(STDIN_BUFFER, tokio::io::stdin());
+            let mut line = Vec::new();
+            // Bytes, not `lines()`: a line that is not UTF-8 must not read as the EOF.
+            while let Ok(n) = input.read_until(b'\n', &mut line).await {
                 if n == 0 {
                     break;
                 }
+                match SupervisorMessage::from_line(&String::from_utf8_lossy(&line)) {
+                    Some(m) => pull.handle(m).await,
+                    None => tracing::debug!(len = line.len(), "unknown line on stdin"),
+                }
+                line.clear();
             }
             tracing::info!("stdin closed: the supervisor is gone; draining");
             shutdown.cancel();
@@ -79,7 +92,7 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
     {
         tracing::warn!(error = %e, "could not write the worker pid file");
     }
-    let outcome = serve(&config, &session_id, &ipc, &shutdown).await;
+    let outcome = serve(&config, &session_id, &ipc, &pull, &shutdown).await;
     let _ = std::fs::remove_file(&pid_file);
     outcome
 }
@@ -88,6 +101,7 @@ async fn serve(
     config: &Config,
     session_id: &str,
     ipc: &Ipc,
+    pull: &Arc<PullDelegate>,
     shutdown: &CancellationToken,
 ) -> Outcome {
     let machine_id = crate::control::client::process_machine_id(&config.agent.machine_id);
@@ -142,6 +156,7 @@ async fn serve(
             &control,
             &machine_id,
             ipc,
+            pull,
             shutdown,
             outbox,
             acks.clone(),
@@ -256,6 +271,7 @@ async fn one_login(
     control: &ControlClient,
     machine_id: &str,
     ipc: &Ipc,
+    pull: &Arc<PullDelegate>,
     shutdown: &CancellationToken,
     outbox: Outbox,
     acks: Arc<tokio::sync::Mutex<mpsc::Receiver<Ack>>>,
@@ -291,6 +307,7 @@ async fn one_login(
         qr_session_id: session_id.to_owned(),
         machine_id: machine_id.to_owned(),
         poll_interval: config.control.poll_interval,
+        pull: Some(pull.clone()),
         contact_batch: Duration::from_secs(10),
         pacer,
         fetcher,
