@@ -169,13 +169,14 @@ pub struct BenchCommon {
     /// The simulator's synccheck / login-poll hold time.
     #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
     pub hold: std::time::Duration,
-    /// `[control] poll_interval` (how often the supervisor asks for task 200 and each worker for
-    /// its tasks) while logging in and measuring latency, throughput and spawn.
+    /// `[control] poll_interval` (how often the supervisor asks for task 200 and for each
+    /// logged-in account's tasks) while logging in and measuring latency, throughput and spawn.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
-    /// `[control] poll_interval` while latency and throughput are measured: each worker polls
-    /// `pull_task` at it, so the fast set-up interval would add its own load (100 workers at
-    /// 100 ms make 1,000 requests/s). The supervisor is restarted with it after the logins.
+    /// `[control] poll_interval` while latency and throughput are measured: every account's
+    /// `pull_task` is sent at it, so the fast set-up interval would add its own load (100
+    /// sessions at 100 ms make 1,000 requests/s). The supervisor is restarted with it after the
+    /// logins.
     /// Default: the config default.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub traffic_poll_interval: std::time::Duration,

@@ -337,8 +337,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Restarts the supervisor with another `[control] poll_interval` (workers poll their own
-    /// tasks at that interval too, so an idle measurement must use the operator's setting, not
+    /// Restarts the supervisor with another `[control] poll_interval` (every account's tasks are
+    /// polled at that interval too, so an idle measurement must use the operator's setting, not
     /// the fast one that hands out set-up logins quickly); waits until every session is back
     /// online and has sent its login and contact reports again.
     pub async fn restart_with_poll_interval(&mut self, poll: Duration) -> anyhow::Result<()> {

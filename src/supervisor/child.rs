@@ -280,13 +280,12 @@ async fn handle_message(
             wxid,
             reason,
         } => {
-            let _ = feed
-                .send(FeedCommand::NotRun {
-                    task_id,
-                    wxid,
-                    reason,
-                })
-                .await;
+            let not_run = super::pull::NotRun {
+                task_id,
+                wxid,
+                reason,
+            };
+            let _ = feed.send(FeedCommand::NotRun(Box::new(not_run))).await;
         }
     }
 }

@@ -7,7 +7,8 @@
 //! `report_task_result`, so the control plane hears of it instead of losing it.
 //!
 //! The requests are the worker's own, byte for byte: same envelope, same account, same client
-//! settings. A slow control plane holds up only this account's feed.
+//! settings. Polls share a few kept-alive connections ([`LANES`]); an account whose polls hang
+//! holds up another's by at most [`LANE_WAIT`], after which that one goes on a new connection.
 
 use super::process::WorkerInput;
 use super::registry::Registry;
@@ -26,6 +27,11 @@ use tokio_util::sync::CancellationToken;
 /// How many polls for workers run at once: each needs a connection of its own, and the
 /// supervisor's client keeps four alive (one is left for the agent's own poll).
 const LANES: usize = 3;
+
+/// How long a poll waits for a lane before it goes out on a connection of its own: an account
+/// whose requests hang (up to `[control] timeout`) holds a lane, and must not hold up the
+/// others' polls for longer than this.
+const LANE_WAIT: Duration = Duration::from_millis(500);
 
 /// The coarsest grid the polls are put on (see [`PullSettings::next_after`]).
 const GRID: Duration = Duration::from_millis(250);
@@ -73,12 +79,16 @@ pub enum FeedCommand {
     Pull(Option<String>),
     /// The worker queued a task the feed gave it.
     Taken(String),
-    /// The worker could not run a task the feed gave it.
-    NotRun {
-        task_id: String,
-        wxid: String,
-        reason: String,
-    },
+    /// The worker could not run a task the feed gave it. (Boxed, as it is rare: the channel
+    /// allocates its slots up front, for every session.)
+    NotRun(Box<NotRun>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRun {
+    pub task_id: String,
+    pub wxid: String,
+    pub reason: String,
 }
 
 /// A finished poll: the account and what the control plane answered.
@@ -113,9 +123,15 @@ pub async fn feed(
             // server may already have handed out a task in its answer).
             () = tokio::time::sleep_until(next), if due => {
                 if let (Some(wxid), Some(s)) = (pulling.clone(), settings.clone()) {
+                    // The lane first: only polls that go out hold a request's state (the
+                    // feeds due on one grid line would otherwise all allocate it at once).
+                    let lane = tokio::time::timeout(LANE_WAIT, s.lanes.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                     inflight = Some(Box::pin(async move {
-                        let _lane = s.lanes.acquire().await;
                         let found = s.control.pull_task(&wxid, serde_json::json!({})).await;
+                        drop(lane);
                         (wxid, found)
                     }));
                 }
@@ -151,9 +167,9 @@ pub async fn feed(
                 Some(FeedCommand::Taken(task_id)) => {
                     unconfirmed.retain(|(_, id)| *id != task_id);
                 }
-                Some(FeedCommand::NotRun { task_id, wxid, reason }) => {
-                    unconfirmed.retain(|(_, id)| *id != task_id);
-                    not_run(settings.as_ref(), &wxid, &task_id, &reason).await;
+                Some(FeedCommand::NotRun(n)) => {
+                    unconfirmed.retain(|(_, id)| *id != n.task_id);
+                    not_run(settings.as_ref(), &n.wxid, &n.task_id, &n.reason).await;
                 }
             },
             (wxid, found) = async { inflight.as_mut().expect("guarded").as_mut().await }, if inflight.is_some() => {
@@ -193,13 +209,9 @@ pub async fn feed(
     while let Ok(cmd) = commands.try_recv() {
         match cmd {
             FeedCommand::Taken(task_id) => unconfirmed.retain(|(_, id)| *id != task_id),
-            FeedCommand::NotRun {
-                task_id,
-                wxid,
-                reason,
-            } => {
-                unconfirmed.retain(|(_, id)| *id != task_id);
-                not_run(settings.as_ref(), &wxid, &task_id, &reason).await;
+            FeedCommand::NotRun(n) => {
+                unconfirmed.retain(|(_, id)| *id != n.task_id);
+                not_run(settings.as_ref(), &n.wxid, &n.task_id, &n.reason).await;
             }
             FeedCommand::Pull(_) => {}
         }
