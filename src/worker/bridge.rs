@@ -6,7 +6,8 @@
 //! Every report after `login`, task results included, goes through the session's spool. When
 //! `login_ack` offers WebSocket mode (A.8) the bridge starts a [`WsLink`] for the account and
 //! routes delivery over it; tasks pushed on the socket join the pulled ones, and `pull_task`
-//! polling pauses while the socket is open (see `crate::control::ws`).
+//! polling pauses while the socket is open (see `crate::control::ws`). When supervised, the
+//! supervisor does the polling once it agrees (`crate::worker::pull`).
 
 use super::events::{
     Account, AccountOp, MentionStyle, OpResult, OutgoingMedia, WorkerCommand, WorkerEvent,

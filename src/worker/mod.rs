@@ -1,6 +1,6 @@
 //! One session (one account): lifecycle types, the driver loop, QR rendering, send pacing,
-//! fetching task URLs, the foreground runner behind `wxagent --qr_session ID` and the pipe
-//! protocol to the supervisor.
+//! fetching task URLs, the foreground runner behind `wxagent --qr_session ID`, the pipe
+//! protocol to the supervisor and polling for tasks through it.
 
 pub mod bridge;
 pub mod driver;

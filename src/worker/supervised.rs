@@ -79,6 +79,8 @@ pub async fn run(config: Config, session_id: String, shutdown: CancellationToken
                 line.clear();
             }
             tracing::info!("stdin closed: the supervisor is gone; draining");
+            // Nobody polls for us any more (and nobody will confirm it).
+            pull.handle(SupervisorMessage::Released).await;
             shutdown.cancel();
         });
     }
