@@ -68,6 +68,17 @@ fn log_in(sim: &Sim, sup: &Supervisor, uin: u64, id: &str) -> u32 {
     confirm(sim, sup, uin, &uuid, id)
 }
 
+/// Asserts that a task result record says failed, with `reason` in its error.
+fn assert_failed(r: &Value, reason: &str) {
+    assert_eq!(r["task_result"], 0, "{r}");
+    assert!(
+        r["error_reason"]
+            .as_str()
+            .is_some_and(|e| e.contains(reason)),
+        "{r}"
+    );
+}
+
 fn exit_code(sup: &mut Supervisor) -> i32 {
     sup.wait_exit().code().expect("exited with a code")
 }
@@ -629,22 +640,10 @@ fn max_sessions_refuses_further_qr_tasks() {
     let worker = sup.worker_pid("qs-one");
     let full = sim.queue_qr_task("qs-two");
     let r = sim.wait_task_result(&full);
-    assert_eq!(r["task_result"], 0, "{r}");
-    assert!(
-        r["error_reason"]
-            .as_str()
-            .is_some_and(|e| e.contains("capacity reached")),
-        "{r}"
-    );
+    assert_failed(&r, "capacity reached");
     let again = sim.queue_qr_task("qs-one");
     let r = sim.wait_task_result(&again);
-    assert_eq!(r["task_result"], 0, "{r}");
-    assert!(
-        r["error_reason"]
-            .as_str()
-            .is_some_and(|e| e.contains("already running")),
-        "{r}"
-    );
+    assert_failed(&r, "already running");
     assert_eq!(sup.sessions().len(), 1);
     assert_eq!(sim.qr_session("qs-two").expect("listed")["uploads"], 0);
     assert_eq!(sup.children().len(), 1, "{:?}", sup.children());
@@ -970,13 +969,7 @@ fn the_supervisor_polls_for_idle_workers_and_answers_for_tasks_they_never_took()
     wait_until("the second task taken", || taken(&second));
     assert!(signal_pid(worker, libc::SIGKILL));
     let r = sim.wait_task_result(&second);
-    assert_eq!(r["task_result"], 0, "{r}");
-    assert!(
-        r["error_reason"]
-            .as_str()
-            .is_some_and(|e| e.contains("worker ended before it took the task")),
-        "{r}"
-    );
+    assert_failed(&r, "worker ended before it took the task");
     assert!(sim.outbox(uin).iter().all(|m| m["content"] != "never sent"));
     sup.assert_reaped(&[worker]);
 }
