@@ -790,11 +790,11 @@ async fn poll_tasks(
             let answered = p.pulls_for(&wxid);
             let waited = asked_at.is_some_and(|t| t.elapsed() >= every);
             if answered || !waited {
+                // Resolves to whether the link is gone for good (then it is forgotten, so this
+                // never spins on a closed channel).
                 let socket = async {
                     match &mut websocket {
-                        Some(state) => {
-                            let _ = state.changed().await;
-                        }
+                        Some(state) => state.changed().await.is_err(),
                         None => std::future::pending().await,
                     }
                 };
@@ -806,7 +806,11 @@ async fn poll_tasks(
                     }
                 };
                 tokio::select! {
-                    () = socket => {}
+                    gone = socket => {
+                        if gone {
+                            websocket = None;
+                        }
+                    }
                     changed = rx.changed() => {
                         if changed.is_err() {
                             pulling = None;
