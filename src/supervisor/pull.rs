@@ -2,9 +2,10 @@
 //! has the why). One feed task per worker process owns the worker's stdin: when the worker asks
 //! (`WorkerMessage::Pull`), the feed answers `SupervisorMessage::Pulling` and polls `pull_task`
 //! for the account every poll interval, at once again after a task, exactly as the worker would
-//! have; each task goes down the pipe as a `SupervisorMessage::Task`. A task that cannot reach
-//! the worker (it ended, or its executor had stopped) is reported failed with
-//! `report_task_result`, so the control plane hears of it instead of losing it.
+//! have; each task goes down the pipe as a `SupervisorMessage::Task`. A task the worker never
+//! confirmed (it ended first, even with the task already in the pipe, or its executor had
+//! stopped) is reported failed with `report_task_result`, so the control plane hears of it
+//! instead of losing it.
 //!
 //! The requests are the worker's own, byte for byte: same envelope, same account, same client
 //! settings. Polls share a few kept-alive connections ([`LANES`]); an account whose polls hang
@@ -42,7 +43,8 @@ const GRID: Duration = Duration::from_millis(250);
 pub struct PullSettings {
     pub control: ControlClient,
     pub every: Duration,
-    /// Polls in flight (at most [`LANES`]).
+    /// Kept-alive connections for polls ([`LANES`]; a poll that waits [`LANE_WAIT`] goes
+    /// without one).
     lanes: Arc<tokio::sync::Semaphore>,
     /// Where the grid starts.
     epoch: Instant,
@@ -164,13 +166,7 @@ pub async fn feed(
                         gone = true;
                     }
                 }
-                Some(FeedCommand::Taken(task_id)) => {
-                    unconfirmed.retain(|(_, id)| *id != task_id);
-                }
-                Some(FeedCommand::NotRun(n)) => {
-                    unconfirmed.retain(|(_, id)| *id != n.task_id);
-                    not_run(settings.as_ref(), &n.wxid, &n.task_id, &n.reason).await;
-                }
+                Some(other) => settle(&mut unconfirmed, settings.as_ref(), other).await,
             },
             (wxid, found) = async { inflight.as_mut().expect("guarded").as_mut().await }, if inflight.is_some() => {
                 inflight = None;
@@ -184,9 +180,6 @@ pub async fn feed(
                             // Its last lines may still be on their way: keep reading until close.
                             gone = true;
                             pulling = None;
-                            if let Some(s) = &settings {
-                                next = s.next_after(Instant::now());
-                            }
                             continue;
                         }
                         if !task_id.is_empty() {
@@ -207,18 +200,28 @@ pub async fn feed(
     registry.update(&session_id, |s| s.agent_pulls = false);
     // The worker's last lines (read to the pipe's end before `close`) settle what it took.
     while let Ok(cmd) = commands.try_recv() {
-        match cmd {
-            FeedCommand::Taken(task_id) => unconfirmed.retain(|(_, id)| *id != task_id),
-            FeedCommand::NotRun(n) => {
-                unconfirmed.retain(|(_, id)| *id != n.task_id);
-                not_run(settings.as_ref(), &n.wxid, &n.task_id, &n.reason).await;
-            }
-            FeedCommand::Pull(_) => {}
-        }
+        settle(&mut unconfirmed, settings.as_ref(), cmd).await;
     }
     for (wxid, task_id) in unconfirmed {
         let reason = "the session's worker ended before it took the task";
         not_run(settings.as_ref(), &wxid, &task_id, reason).await;
+    }
+}
+
+/// What the worker said of a task the feed gave it: taken, or not run (then reported). A `Pull`
+/// needs the feed's state and is not handled here.
+async fn settle(
+    unconfirmed: &mut Vec<(String, String)>,
+    settings: Option<&PullSettings>,
+    cmd: FeedCommand,
+) {
+    match cmd {
+        FeedCommand::Taken(task_id) => unconfirmed.retain(|(_, id)| *id != task_id),
+        FeedCommand::NotRun(n) => {
+            unconfirmed.retain(|(_, id)| *id != n.task_id);
+            not_run(settings, &n.wxid, &n.task_id, &n.reason).await;
+        }
+        FeedCommand::Pull(_) => {}
     }
 }
 
