@@ -40,7 +40,7 @@ use crate::control::ws::{MAX_WINDOW, PendingAnswer, WsSender};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -69,10 +69,11 @@ pub struct DeliveryPolicy {
 const MAX_UNSYNCED_ACKS: u64 = 1024;
 
 /// How long the spool must stay empty after a run of deliveries before the run's acks are
-/// synced on their own. A report appended sooner carries them in its own write, and delivery
-/// goes on at once instead of waiting for a sync (which, on a busy disk, is the tail of the
-/// inject → report latency).
-const ACK_IDLE: Duration = Duration::from_millis(50);
+/// written on their own (synced in the background: delivery does not wait for it). A report
+/// appended sooner carries them in its own write, so a session that receives a message more
+/// often than this costs no sync of its own for acks; a crash before they are on disk only
+/// sends those reports again.
+const ACK_IDLE: Duration = Duration::from_secs(1);
 
 impl Default for DeliveryPolicy {
     /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks; a window of 64 frames.
@@ -116,6 +117,8 @@ struct Shared {
     stats: Mutex<DeliveryStats>,
     /// The session's WebSocket link, while it has one.
     websocket: Mutex<Option<WsSender>>,
+    /// The seq of the newest report the control plane acknowledged (0: none yet).
+    acked: watch::Sender<u64>,
 }
 
 /// Starts delivering `spool` with the default [`DeliveryPolicy`] until `cancel`. `wake` is
@@ -143,6 +146,7 @@ pub fn start_with(
         progress: Notify::new(),
         stats: Mutex::new(DeliveryStats::default()),
         websocket: Mutex::new(None),
+        acked: watch::Sender::new(0),
     });
     let delivery = Delivery {
         shared: shared.clone(),
@@ -181,6 +185,20 @@ impl DeliveryHandle {
 
     pub fn stats(&self) -> DeliveryStats {
         lock(&self.shared.stats).clone()
+    }
+
+    /// Whether the control plane has acknowledged every report up to spool seq `seq`.
+    pub fn is_acked(&self, seq: u64) -> bool {
+        *self.shared.acked.borrow() >= seq
+    }
+
+    /// Waits until the control plane has acknowledged every report up to spool seq `seq`
+    /// (reports are acknowledged in spool order). Never ends if they are not delivered.
+    pub async fn acked(&self, seq: u64) {
+        let mut rx = self.shared.acked.subscribe();
+        if rx.wait_for(|&acked| acked >= seq).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Writes the acks of delivered reports to the spool now (they are otherwise written when
@@ -314,7 +332,7 @@ impl Delivery {
                             biased;
                             _ = self.cancel.cancelled() => return,
                             _ = woken.as_mut() => continue,
-                            _ = tokio::time::sleep(ACK_IDLE) => self.sync_acks().await,
+                            _ = tokio::time::sleep(ACK_IDLE) => self.sync_acks_behind(),
                         }
                     }
                     tokio::select! {
@@ -516,17 +534,19 @@ impl Delivery {
         let id = event_id.to_owned();
         let shared = self.shared.clone();
         let acked = self.with_spool_quick(move |s| {
-            s.ack_deferred(&id)?;
+            let seq = s.ack_deferred(&id)?;
             // Counted under the spool lock, so whoever sees the spool empty (`drained`)
             // also sees the count.
             let mut stats = lock(&shared.stats);
             stats.delivered += 1;
             stats.consecutive_failures = 0;
-            Ok(s.unsynced_acks())
+            Ok((seq, s.unsynced_acks()))
         });
         match acked.await {
             None => return Step::Stopped,
-            Some(Ok(unsynced)) => {
+            Some(Ok((seq, unsynced))) => {
+                // What waits for these reports to be safe need not wait for their sync.
+                self.shared.acked.send_replace(seq);
                 // Bounds the repeats a crash in a long run can cause.
                 if unsynced >= MAX_UNSYNCED_ACKS {
                     self.sync_acks().await;
@@ -568,6 +588,20 @@ impl Delivery {
             // A closed channel only means nobody runs reply tasks any more.
             _ = self.acks.send(ack) => Step::Done,
         }
+    }
+
+    /// [`sync_acks`](Self::sync_acks) on the blocking pool, not waited for: a report appended
+    /// meanwhile goes out at once (the ack record's sync, on a busy disk, took long enough to
+    /// show in the inject → report latency).
+    fn sync_acks_behind(&self) {
+        let spool = self.shared.spool.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::control::spool::sync_acks_unlocked(&spool) {
+                let _entered = span.enter();
+                tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool yet; retrying with the next write");
+            }
+        });
     }
 
     /// Writes the deferred acks (one sync). A failure is only logged: the acks stay in memory
@@ -770,5 +804,62 @@ mod tests {
             "{} reports pending after reopening",
             reopened.len()
         );
+    }
+
+    /// `acked` (what lets a worker's SyncKey move before a slow sync) follows the control
+    /// plane's answers: a report whose answer is held back is not acknowledged, and once the
+    /// answers come every report up to the asked seq is.
+    #[tokio::test]
+    async fn acked_follows_the_answers_in_spool_order() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let server = crate::testutil::gated_http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
+            usize::MAX,
+            Some(gate.clone()),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1 << 20,
+            max_events: 100,
+        };
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", limits).unwrap()));
+        let wake = Arc::new(Notify::new());
+        let cancel = CancellationToken::new();
+        let (handle, _acks) = start(
+            spool.clone(),
+            control(&server.url),
+            wake.clone(),
+            cancel.clone(),
+        );
+        let mut seqs = Vec::new();
+        for n in 0..2 {
+            let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
+            let (entry, unsynced) = lock(&spool)
+                .append_unsynced("report_new_msg", "wxid_me", &data)
+                .unwrap();
+            drop(unsynced);
+            seqs.push(entry.seq);
+        }
+        wake.notify_one();
+        // The first report is at the server, its answer held back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.heads.lock().unwrap().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the report never reached the server"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!handle.is_acked(seqs[0]));
+        gate.add_permits(2);
+        tokio::time::timeout(Duration::from_secs(30), handle.acked(seqs[1]))
+            .await
+            .expect("both reports acknowledged");
+        assert!(handle.is_acked(seqs[0]) && handle.is_acked(seqs[1]));
+        assert!(!handle.is_acked(seqs[1] + 1));
+        cancel.cancel();
+        handle.join().await;
     }
 }

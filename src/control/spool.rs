@@ -3,7 +3,7 @@
 //! acknowledges it, so a crash at any instant loses nothing already appended (at-least-once).
 //! File-level and synchronous; [`delivery`](super::delivery) sends what it holds.
 //!
-//! # On-disk format, version 1
+//! # On-disk format, version 2
 //!
 //! A spool is one directory (mode 0700; files 0600) holding:
 //!
@@ -17,7 +17,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 8 | magic `WXSPOOL\0` |
-//! | 4 | format version (u32) = 1 |
+//! | 4 | format version (u32) = 2 (version 1 segments are read too) |
 //! | 8 | base seq (u64): no entry in this segment has a smaller seq |
 //! | 2 | session id length `n` (u16) |
 //! | n | session id (UTF-8; visible ASCII) |
@@ -29,7 +29,7 @@
 //! |---|---|
 //! | 2 | magic `wr` |
 //! | 1 | kind: 1 = entry, 2 = ack |
-//! | 1 | reserved, 0 |
+//! | 1 | flags: 1 = written over an unsynced write (see below); 0 in a version 1 segment |
 //! | 4 | payload length `L` (u32) |
 //! | 8 | seq (u64): an entry's own seq; for an ack, every entry with seq ≤ it is acknowledged |
 //! | 4 | CRC-32 of bytes 2..16 of this record followed by the payload |
@@ -38,8 +38,10 @@
 //! Entry seqs start at 1 and increase by one per append; the event id of an entry is
 //! `<session_id>:<seq>` (the `X-Wxagent-Event-Id` header, B.5), so it is the same on every
 //! retry and after any restart. Acks are always for the oldest pending entry, so the ack
-//! records form one increasing cursor. A file of another version is refused
-//! ([`SpoolError::UnsupportedVersion`]); a new layout gets a new version number.
+//! records form one increasing cursor. A file of a later version is refused
+//! ([`SpoolError::UnsupportedVersion`]); a new layout gets a new version number. Version 1
+//! differs only in having no record flags; a version 1 active segment is left for a new one
+//! at the first append.
 //!
 //! # Durability and recovery
 //!
@@ -49,20 +51,25 @@
 //! written, with an [`Unsynced`] whose [`sync`](Unsynced::sync) makes them durable: the caller
 //! runs it without the spool's lock, so the report can be read back and sent while the disk
 //! works. A report is safe once its sync returned or the control plane acknowledged it
-//! (at-least-once either way); whatever depends on it being on disk (the SyncKey) waits for the
-//! sync. At most one write is ever unsynced: a write that finds an earlier one still unsynced
-//! syncs it first, and a rotation syncs the segment it leaves, so after a machine crash damage
-//! can only be a torn tail of the active segment, as with synced appends. A new segment's header
+//! (at-least-once either way); whatever depends on it being safe (the SyncKey) waits for one of
+//! the two. A write does not wait for the sync of an earlier one: it goes to the file at once,
+//! and its records carry a flag (version 2: [`FLAG_OVER_UNSYNCED`]) saying that an earlier
+//! write may not have reached the disk yet. A sync makes everything written before it durable,
+//! so a record written with no sync pending proves that all before it was on disk. A rotation
+//! syncs the segment it leaves, so after a machine crash damage can only be a torn stretch at
+//! the end of the active segment: writes none of which had been synced, each either
+//! acknowledged by the control plane or not yet confirmed to the caller. A new segment's header
 //! is synced, and then its directory, before anything is written to it. On open:
 //!
 //! - The acknowledged cursor is the largest ack record found, or (when the records that said so
 //!   were compacted away) one below the first remaining segment's base seq.
-//! - A bad record (incomplete, wrong magic or checksum) in the active segment that no valid
-//!   record follows is a torn tail: a write that was never confirmed to the caller. It is cut off
-//!   (the file is truncated, so later appends stay readable) and reported in [`Recovery`].
-//! - A bad record anywhere else, or one followed by a valid record, means data that was once
-//!   confirmed is damaged: [`SpoolError::Corrupt`], naming the file and offset. Nothing is
-//!   dropped silently; an operator decides (e.g. moves the file aside).
+//! - A bad record (incomplete, wrong magic or checksum) in the active segment that only flagged
+//!   records follow, or none, is a torn tail: writes never synced. It is cut off (the file is
+//!   truncated, so later appends stay readable) and reported in [`Recovery`].
+//! - A bad record anywhere else, or one followed by an unflagged valid record (in a version 1
+//!   segment, any valid record), means data that had reached the disk is damaged:
+//!   [`SpoolError::Corrupt`], naming the file and offset. Nothing is dropped silently; an
+//!   operator decides (e.g. moves the file aside).
 //! - An active segment holding no more than a partial header is the remains of an interrupted
 //!   rotation: it held nothing and is removed.
 //!
@@ -84,8 +91,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The only format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes; it reads this one and every earlier one.
+pub const FORMAT_VERSION: u32 = 2;
+/// Record flag (the byte after the kind, version 2): the record was written while an earlier
+/// write to its segment was not yet known to be synced. See "Durability and recovery".
+const FLAG_OVER_UNSYNCED: u8 = 1;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"WXSPOOL\0";
 const RECORD_MAGIC: &[u8; 2] = b"wr";
@@ -180,7 +190,7 @@ pub enum SpoolError {
     #[error("report of {size} bytes is larger than the spool accepts ({limit} bytes)")]
     TooLarge { size: u64, limit: u64 },
     #[error(
-        "spool {}: format version {found} is not supported (this build reads version {supported})",
+        "spool {}: format version {found} is not supported (this build reads versions 1 to {supported})",
         path.display()
     )]
     UnsupportedVersion {
@@ -235,16 +245,19 @@ struct Slot {
 struct Segment {
     number: u64,
     path: PathBuf,
+    /// The format version in its header (what its records may carry).
+    version: u32,
     /// The seq of `slots[0]`; the pending entries of a segment have consecutive seqs.
     first_seq: u64,
     slots: VecDeque<Slot>,
 }
 
 impl Segment {
-    fn new(number: u64, path: PathBuf) -> Segment {
+    fn new(number: u64, path: PathBuf, version: u32) -> Segment {
         Segment {
             number,
             path,
+            version,
             first_seq: 0,
             slots: VecDeque::new(),
         }
@@ -300,20 +313,9 @@ pub struct Spool {
     recovery: Recovery,
 }
 
-/// Syncs the spool's latest write if its sync has not been seen yet, holding the lock only to
-/// look: call before a write so that write does not sync an earlier one under the lock.
-pub fn settle(spool: &std::sync::Mutex<Spool>) -> Result<(), SpoolError> {
-    let tail = spool
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .unsynced_write();
-    tail.map_or(Ok(()), Unsynced::sync)
-}
-
-/// Writes the deferred acks as [`Spool::sync_acks`] does, but holds the lock for
-/// neither sync (see [`settle`]).
+/// Writes the deferred acks as [`Spool::sync_acks`] does, but syncs them without holding the
+/// lock (the sync also covers any earlier write still unsynced).
 pub fn sync_acks_unlocked(spool: &std::sync::Mutex<Spool>) -> Result<(), SpoolError> {
-    settle(spool)?;
     let written = spool
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -392,8 +394,10 @@ impl Spool {
                 .metadata()
                 .map_err(io_err("read the size of a segment", &path))?
                 .len();
-            let (base, header_len) = match read_header(&mut file, &path, session_id, file_len)? {
-                Header::Valid { base, len } => (base, len),
+            let (base, header_len, version) = match read_header(
+                &mut file, &path, session_id, file_len,
+            )? {
+                Header::Valid { base, len, version } => (base, len, version),
                 Header::Partial if is_last => {
                     tracing::warn!(
                         segment = %path.display(),
@@ -416,8 +420,15 @@ impl Spool {
             first_base.get_or_insert(base);
             max_base = max_base.max(base);
             recovery.segments += 1;
-            let mut segment = Segment::new(number, path.clone());
-            let scan = scan_records(file, &path, header_len, file_len, base, &mut last_seq)?;
+            let mut segment = Segment::new(number, path.clone(), version);
+            let scan = scan_records(
+                file,
+                &path,
+                header_len,
+                file_len,
+                (base, version),
+                &mut last_seq,
+            )?;
             for item in scan.items {
                 match item {
                     Scanned::Entry(seq, slot) => segment.push(seq, slot),
@@ -436,12 +447,12 @@ impl Spool {
                         detail: format!("{} in a segment that is not the last", bad.detail),
                     });
                 }
-                if let Some(valid) = next_valid_record(&path, bad.offset, file_len)? {
+                if let Some(valid) = confirmed_after(&path, bad.offset, file_len, version)? {
                     return Err(SpoolError::Corrupt {
                         path,
                         offset: bad.offset,
                         detail: format!(
-                            "{}, yet a valid record follows at byte {valid}",
+                            "{}, yet a record written after it was synced follows at byte {valid}",
                             bad.detail
                         ),
                     });
@@ -452,7 +463,7 @@ impl Spool {
                     offset = bad.offset,
                     bytes = torn,
                     problem = %bad.detail,
-                    "cutting off a torn record at the end of the spool (a write that never completed)"
+                    "cutting off torn records at the end of the spool (writes that were never synced)"
                 );
                 let f = OpenOptions::new()
                     .write(true)
@@ -712,7 +723,7 @@ impl Spool {
             offset,
             detail,
         };
-        let record = parse_record(&buf).map_err(|p| corrupt(p.to_owned()))?;
+        let record = parse_record(&buf, segment.version).map_err(|p| corrupt(p.to_owned()))?;
         if record.kind != KIND_ENTRY || record.seq != seq || record.total != buf.len() {
             return Err(corrupt(format!("expected the record of report {seq} here")));
         }
@@ -736,8 +747,8 @@ impl Spool {
     /// by the next [`sync_acks`](Self::sync_acks) or append (whichever comes first, in the same
     /// write and sync). Losing it in a crash only sends the report again, which the control
     /// plane dedupes by event id (at-least-once), so a delivery run needs one sync, not one per
-    /// report. `event_id` must be the oldest pending report's.
-    pub fn ack_deferred(&mut self, event_id: &str) -> Result<(), SpoolError> {
+    /// report. `event_id` must be the oldest pending report's. Returns its seq.
+    pub fn ack_deferred(&mut self, event_id: &str) -> Result<u64, SpoolError> {
         let front = self.front_slot().map(|(_, _, seq)| seq);
         self.check_usable()?;
         let Some(seq) = front.filter(|&seq| self.event_id(seq) == event_id) else {
@@ -760,7 +771,7 @@ impl Spool {
         self.unsynced_acks += 1;
         // The worker's status line carries the depth.
         crate::stats::changed();
-        Ok(())
+        Ok(seq)
     }
 
     /// Acks made by [`ack_deferred`](Self::ack_deferred) and not yet on disk.
@@ -784,7 +795,7 @@ impl Spool {
         if let Some(seq) = self.unsynced_ack {
             let mut buf = Vec::with_capacity(RECORD_HEADER);
             encode_record(&mut buf, KIND_ACK, seq, &[]);
-            unsynced = Some(self.write_unsynced(&buf)?);
+            unsynced = Some(self.write_unsynced(&mut buf)?);
             self.unsynced_ack = None;
             self.unsynced_acks = 0;
         }
@@ -793,8 +804,8 @@ impl Spool {
         Ok(unsynced)
     }
 
-    /// The latest write, when its sync has not been seen yet. Syncing it without the lock
-    /// ([`settle`]) spares the next write the sync it would otherwise do under the lock.
+    /// The latest write, when its sync has not been seen yet.
+    #[cfg(test)]
     fn unsynced_write(&self) -> Option<Unsynced> {
         (self.synced.load(Ordering::Acquire) < self.written).then(|| self.unsynced_tail())
     }
@@ -883,7 +894,12 @@ impl Spool {
             }
             return Err(SpoolError::Full { what, limit });
         }
-        if self.active_len >= SEGMENT_TARGET || self.active_len + total > SEGMENT_HARD_LIMIT {
+        // A segment of an earlier format is left at the first append: its records carry no
+        // flags, so every write to it would wait for the sync of the one before.
+        if self.active_len >= SEGMENT_TARGET
+            || self.active_len + total > SEGMENT_HARD_LIMIT
+            || self.active_version() < FORMAT_VERSION
+        {
             match self.rotate() {
                 Ok(()) => self.compact(),
                 // A segment past its target size is still a good place for the report.
@@ -910,7 +926,7 @@ impl Spool {
                 limit: SEGMENT_HARD_LIMIT - start,
             });
         }
-        let unsynced = self.write_unsynced(&buf)?;
+        let unsynced = self.write_unsynced(&mut buf)?;
         if acked > 0 {
             self.unsynced_ack = None;
             self.unsynced_acks = 0;
@@ -962,12 +978,20 @@ impl Spool {
         }
     }
 
-    /// Appends `buf` to the active segment, after syncing an earlier write that may not be
-    /// synced yet (so only the tail can ever be unsynced); on failure the segment is cut back to
-    /// where it was, so a partial write never sits before later records.
-    fn write_unsynced(&mut self, buf: &[u8]) -> Result<Unsynced, SpoolError> {
+    /// Appends `buf` (whole records) to the active segment. When an earlier write may not be
+    /// synced yet, the records are flagged as written over it ([`FLAG_OVER_UNSYNCED`]), so
+    /// recovery can tell a crash that tore both from damage; a version 1 segment has no flags,
+    /// and there the earlier write is synced first. On failure the segment is cut back to where
+    /// it was, so a partial write never sits before later records.
+    fn write_unsynced(&mut self, buf: &mut [u8]) -> Result<Unsynced, SpoolError> {
         self.check_usable()?;
-        self.sync_earlier_write()?;
+        if self.synced.load(Ordering::Acquire) < self.written {
+            if self.active_version() >= 2 {
+                mark_over_unsynced(buf);
+            } else {
+                self.sync_earlier_write()?;
+            }
+        }
         let written = (&*self.active).write_all(buf);
         match written {
             Ok(()) => {
@@ -992,6 +1016,20 @@ impl Spool {
                 Err(io_err("write", path)(e))
             }
         }
+    }
+
+    /// Whether the next append may wait for the disk: it starts a new segment first (which
+    /// syncs the one it leaves, the new header and the directory). Otherwise an append only
+    /// copies its bytes into the page cache, quick enough to run on an async thread.
+    pub fn append_may_block(&self) -> bool {
+        self.active_len >= SEGMENT_TARGET || self.active_version() < FORMAT_VERSION
+    }
+
+    fn active_version(&self) -> u32 {
+        self.segments
+            .back()
+            .expect("there is an active segment")
+            .version
     }
 
     /// Starts a new active segment whose base is the next seq.
@@ -1208,7 +1246,11 @@ fn create_segment(
         let _ = fs::remove_file(&path);
         return Err(e);
     }
-    Ok((Segment::new(number, path), file, header.len() as u64))
+    Ok((
+        Segment::new(number, path, FORMAT_VERSION),
+        file,
+        header.len() as u64,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1232,6 +1274,7 @@ enum Header {
     Valid {
         base: u64,
         len: u64,
+        version: u32,
     },
     /// Shorter than a header, or damaged, in a file no longer than a header could be.
     Partial,
@@ -1257,7 +1300,7 @@ fn read_header(
     // The version is checked before anything a later version may have laid out differently.
     if h.len() >= 12 && &h[..8] == SEGMENT_MAGIC {
         let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(SpoolError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: version,
@@ -1300,7 +1343,8 @@ fn read_header(
     if base == 0 {
         return Err(corrupt("segment base seq is 0"));
     }
-    Ok(Header::Valid { base, len })
+    let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+    Ok(Header::Valid { base, len, version })
 }
 
 /// Appends one record; returns its total length.
@@ -1353,17 +1397,19 @@ fn decode_entry(payload: &[u8]) -> Result<(String, String, Value), String> {
 
 struct Record<'a> {
     kind: u8,
+    flags: u8,
     seq: u64,
     payload: &'a [u8],
     total: usize,
 }
 
-/// Parses the record at the start of `buf` (which may extend past it).
-fn parse_record(buf: &[u8]) -> Result<Record<'_>, &'static str> {
+/// Parses the record at the start of `buf` (which may extend past it), in a segment of format
+/// `version`.
+fn parse_record(buf: &[u8], version: u32) -> Result<Record<'_>, &'static str> {
     let h = buf
         .get(..RECORD_HEADER)
         .ok_or("record header is incomplete")?;
-    check_record_header(h)?;
+    check_record_header(h, version)?;
     let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as usize;
     let payload = buf
         .get(RECORD_HEADER..RECORD_HEADER + len)
@@ -1373,18 +1419,23 @@ fn parse_record(buf: &[u8]) -> Result<Record<'_>, &'static str> {
     }
     Ok(Record {
         kind: h[2],
+        flags: h[3],
         seq: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
         payload,
         total: RECORD_HEADER + len,
     })
 }
 
-fn check_record_header(h: &[u8]) -> Result<(), &'static str> {
+fn check_record_header(h: &[u8], version: u32) -> Result<(), &'static str> {
     if &h[..2] != RECORD_MAGIC {
         return Err("record magic is wrong");
     }
-    if !matches!(h[2], KIND_ENTRY | KIND_ACK) || h[3] != 0 {
+    if !matches!(h[2], KIND_ENTRY | KIND_ACK) {
         return Err("record kind is unknown");
+    }
+    let known_flags = if version >= 2 { FLAG_OVER_UNSYNCED } else { 0 };
+    if h[3] & !known_flags != 0 {
+        return Err("record flags are unknown");
     }
     let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
     if len > MAX_PAYLOAD || (h[2] == KIND_ACK && len != 0) {
@@ -1427,7 +1478,7 @@ fn scan_records(
     path: &Path,
     header_len: u64,
     file_len: u64,
-    base: u64,
+    (base, version): (u64, u32),
     last_seq: &mut u64,
 ) -> Result<Scan, SpoolError> {
     let mut reader = BufReader::with_capacity(64 * 1024, file);
@@ -1450,7 +1501,7 @@ fn scan_records(
         reader
             .read_exact(&mut header)
             .map_err(io_err("read a segment", path))?;
-        if let Err(detail) = check_record_header(&header) {
+        if let Err(detail) = check_record_header(&header, version) {
             break fail(detail);
         }
         let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
@@ -1501,21 +1552,52 @@ fn scan_records(
     Ok(Scan { items, bad })
 }
 
-/// The offset of the first valid record after `bad` in the file, if any: tells a torn tail
-/// (nothing valid follows) from damage in the middle.
-fn next_valid_record(path: &Path, bad: u64, file_len: u64) -> Result<Option<u64>, SpoolError> {
+/// Tells a torn tail from damage in the middle of the active segment: the offset of the first
+/// valid record after `bad` that was written when everything before it was synced (`None`:
+/// there is none). Such a record proves the bytes at `bad` had reached the disk, so they were
+/// damaged later; without one, every write from `bad` on was still unsynced at the crash, and
+/// none of them was let past the SyncKey unless the control plane had it. A version 1 segment
+/// carries no flags:
+/// any valid record after `bad` counts.
+fn confirmed_after(
+    path: &Path,
+    bad: u64,
+    file_len: u64,
+    version: u32,
+) -> Result<Option<u64>, SpoolError> {
     let mut file = File::open(path).map_err(io_err("open a segment", path))?;
     let mut rest = Vec::new();
     file.seek(SeekFrom::Start(bad + 1))
         .and_then(|_| file.take(file_len - bad - 1).read_to_end(&mut rest))
         .map_err(io_err("read a segment", path))?;
-    let found = rest
-        .windows(RECORD_MAGIC.len())
-        .enumerate()
-        .filter(|(_, w)| *w == RECORD_MAGIC)
-        .find(|(i, _)| parse_record(&rest[*i..]).is_ok())
-        .map(|(i, _)| bad + 1 + i as u64);
-    Ok(found)
+    let mut i = 0;
+    while i + RECORD_MAGIC.len() <= rest.len() {
+        if rest[i..].starts_with(RECORD_MAGIC)
+            && let Ok(record) = parse_record(&rest[i..], version)
+        {
+            if record.flags & FLAG_OVER_UNSYNCED == 0 {
+                return Ok(Some(bad + 1 + i as u64));
+            }
+            i += record.total;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(None)
+}
+
+/// Sets [`FLAG_OVER_UNSYNCED`] on every record in `buf` (whole records, as encoded) and
+/// renews their checksums.
+fn mark_over_unsynced(buf: &mut [u8]) {
+    let mut at = 0;
+    while at + RECORD_HEADER <= buf.len() {
+        let len = u32::from_le_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        let end = at + RECORD_HEADER + len;
+        buf[at + 3] |= FLAG_OVER_UNSYNCED;
+        let crc = record_crc(&buf[at..at + RECORD_HEADER], &buf[at + RECORD_HEADER..end]);
+        buf[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+        at = end;
+    }
 }
 
 #[cfg(test)]
@@ -1633,8 +1715,24 @@ mod tests {
         assert_eq!(spool.recovery().torn_bytes, 0);
     }
 
+    /// (kind, seq, flags) of every record in the active segment, read from the file.
+    fn records_on_disk(spool: &Spool) -> Vec<(u8, u64, u8)> {
+        let bytes = std::fs::read(&spool.segments.back().unwrap().path).unwrap();
+        let mut at = bytes
+            .windows(2)
+            .position(|w| w == RECORD_MAGIC)
+            .expect("a record");
+        let mut found = Vec::new();
+        while at < bytes.len() {
+            let r = parse_record(&bytes[at..], FORMAT_VERSION).unwrap();
+            found.push((r.kind, r.seq, r.flags));
+            at += r.total;
+        }
+        found
+    }
+
     #[test]
-    fn unsynced_appends_are_readable_at_once_and_only_the_tail_waits_for_a_sync() {
+    fn unsynced_appends_are_readable_at_once_and_later_writes_do_not_wait_for_their_sync() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = open(dir.path());
         assert!(spool.unsynced_write().is_none());
@@ -1648,9 +1746,7 @@ mod tests {
             Some(first.write),
             "the append waits for its sync"
         );
-        // The caller drops its sync (a crash of the task): the next write syncs it first, so
-        // there is never more than the tail unsynced.
-        drop(first);
+        // The next write goes to the file without that sync; its records say so.
         let items = vec![
             ("report_new_msg".to_owned(), "1001".to_owned(), data(2)),
             ("report_new_msg".to_owned(), "1001".to_owned(), data(3)),
@@ -1658,14 +1754,23 @@ mod tests {
         let (entries, second) = spool.append_batch_unsynced(&items).unwrap();
         let second = second.expect("a batch of two was written");
         assert_eq!(entries.len(), 2);
-        assert_eq!(spool.synced.load(Ordering::Acquire), second.write - 1);
-        // Another thread syncs without the lock (`settle`): the spool sees it.
-        let shared = std::sync::Mutex::new(spool);
-        settle(&shared).unwrap();
-        let mut spool = shared.into_inner().unwrap();
-        assert!(spool.unsynced_write().is_none());
+        assert!(spool.synced.load(Ordering::Acquire) < first.write);
+        assert_eq!(
+            records_on_disk(&spool),
+            [
+                (KIND_ENTRY, 1, 0),
+                (KIND_ENTRY, 2, FLAG_OVER_UNSYNCED),
+                (KIND_ENTRY, 3, FLAG_OVER_UNSYNCED)
+            ]
+        );
+        // Either sync may finish first; the later one covers both.
         second.sync().unwrap();
         assert!(spool.unsynced_write().is_none());
+        first.sync().unwrap();
+        assert!(spool.unsynced_write().is_none());
+        // Nothing is pending a sync now, so the next write is not flagged.
+        spool.append("report_new_msg", "1001", &data(4)).unwrap();
+        assert_eq!(records_on_disk(&spool)[3], (KIND_ENTRY, 4, 0));
 
         // Acks too: written under the lock, synced outside it.
         spool.ack_deferred("s1:1").unwrap();
@@ -1677,8 +1782,119 @@ mod tests {
         assert!(spool.unsynced_write().is_none());
         drop(spool);
         let spool = open(dir.path());
-        assert_eq!(pending_ids(&spool), ["s1:3"]);
+        assert_eq!(pending_ids(&spool), ["s1:3", "s1:4"]);
         assert_eq!(spool.recovery().torn_bytes, 0);
+    }
+
+    /// Flips a byte in the payload of the record of entry `seq` of the active segment, as a
+    /// write that never reached the disk would leave it.
+    fn tear(spool: &Spool, seq: u64) -> u64 {
+        let segment = spool.segments.back().unwrap();
+        let slot = segment.slots[(seq - segment.first_seq) as usize];
+        flip(&segment.path, u64::from(slot.offset) + RECORD_HEADER as u64);
+        u64::from(slot.offset)
+    }
+
+    #[test]
+    fn a_crash_that_tears_writes_no_sync_had_covered_cuts_them_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (offset, len) = {
+            let mut spool = open(dir.path());
+            spool.append("report_new_msg", "1001", &data(1)).unwrap();
+            // Two writes in flight at the crash: the first never reached the disk, the
+            // second (written over it, so flagged) did.
+            let (_, first) = spool
+                .append_unsynced("report_new_msg", "1001", &data(2))
+                .unwrap();
+            let (_, second) = spool
+                .append_unsynced("report_new_msg", "1001", &data(3))
+                .unwrap();
+            drop((first, second));
+            let offset = tear(&spool, 2);
+            (
+                offset,
+                std::fs::metadata(&spool.segments.back().unwrap().path)
+                    .unwrap()
+                    .len(),
+            )
+        };
+        let spool = open(dir.path());
+        assert_eq!(pending_ids(&spool), ["s1:1"]);
+        assert_eq!(spool.recovery().torn_bytes, len - offset);
+    }
+
+    #[test]
+    fn a_damaged_record_that_a_synced_write_followed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let offset = {
+            let mut spool = open(dir.path());
+            spool.append("report_new_msg", "1001", &data(1)).unwrap();
+            let (_, first) = spool
+                .append_unsynced("report_new_msg", "1001", &data(2))
+                .unwrap();
+            // Flagged, but the unflagged one after it proves the bytes before it were on
+            // disk: 2 was damaged afterwards.
+            spool.append("report_new_msg", "1001", &data(3)).unwrap();
+            drop(first);
+            spool.append("report_new_msg", "1001", &data(4)).unwrap();
+            assert_eq!(
+                records_on_disk(&spool)
+                    .iter()
+                    .map(|r| r.2)
+                    .collect::<Vec<_>>(),
+                [0, 0, FLAG_OVER_UNSYNCED, 0]
+            );
+            tear(&spool, 2)
+        };
+        let e = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+        assert!(
+            matches!(&e, SpoolError::Corrupt { offset: o, detail, .. }
+                if *o == offset && detail.contains("a record written after it was synced follows")),
+            "{e}"
+        );
+    }
+
+    /// Rewrites the version in the header of segment `path` (and the header's checksum).
+    fn set_version(path: &Path, session_id: &str, version: u32) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let end = SEGMENT_HEADER_FIXED + session_id.len();
+        let crc = crc32fast::hash(&bytes[..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_spool_is_read_and_left_for_a_version_2_segment_at_the_first_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = {
+            let mut spool = open(dir.path());
+            spool.append("report_new_msg", "1001", &data(1)).unwrap();
+            spool.append("report_new_msg", "1001", &data(2)).unwrap();
+            spool.segments.back().unwrap().path.clone()
+        };
+        set_version(&old, "s1", 1);
+        let mut spool = open(dir.path());
+        assert_eq!(pending_ids(&spool), ["s1:1", "s1:2"]);
+        assert_eq!(spool.active_version(), 1);
+        let (_, u) = spool
+            .append_unsynced("report_new_msg", "1001", &data(3))
+            .unwrap();
+        drop(u);
+        assert_eq!(spool.active_version(), FORMAT_VERSION);
+        assert_ne!(spool.segments.back().unwrap().path, old);
+        // Flags are version 2's: in a version 1 segment one is damage, not a torn write.
+        let mut bytes = std::fs::read(&old).unwrap();
+        let at = bytes.windows(2).position(|w| w == RECORD_MAGIC).unwrap();
+        mark_over_unsynced(&mut bytes[at..]);
+        assert_eq!(
+            check_record_header(&bytes[at..at + RECORD_HEADER], 1),
+            Err("record flags are unknown")
+        );
+        assert!(check_record_header(&bytes[at..at + RECORD_HEADER], 2).is_ok());
+        drop(spool);
+        let spool = open(dir.path());
+        assert_eq!(pending_ids(&spool), ["s1:1", "s1:2", "s1:3"]);
     }
 
     #[test]
@@ -1818,7 +2034,10 @@ mod tests {
             SpoolError::Corrupt { offset, detail, .. } => {
                 assert_eq!(*offset, u64::from(slot.offset));
                 assert!(detail.contains("checksum mismatch"), "{detail}");
-                assert!(detail.contains("valid record follows"), "{detail}");
+                assert!(
+                    detail.contains("a record written after it was synced follows"),
+                    "{detail}"
+                );
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
@@ -2099,16 +2318,24 @@ mod tests {
             fill(&mut spool, 2);
         }
         let seg = only_segment(dir.path());
-        let mut bytes = fs::read(&seg).unwrap();
-        bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
-        fs::write(&seg, bytes).unwrap();
+        // Refused before its checksum is looked at, and so is version 0.
+        for bad in [0u32, 7] {
+            let mut bytes = fs::read(&seg).unwrap();
+            bytes[8..12].copy_from_slice(&bad.to_le_bytes());
+            fs::write(&seg, bytes).unwrap();
+            let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
+            assert!(
+                matches!(err, SpoolError::UnsupportedVersion { found, .. } if found == bad),
+                "{err:?}"
+            );
+        }
         let err = Spool::open(dir.path(), "s1", BIG).unwrap_err();
         assert!(
             matches!(
                 err,
                 SpoolError::UnsupportedVersion {
                     found: 7,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),
@@ -2116,7 +2343,7 @@ mod tests {
         );
         assert!(
             err.to_string()
-                .ends_with("format version 7 is not supported (this build reads version 1)"),
+                .ends_with("format version 7 is not supported (this build reads versions 1 to 2)"),
             "{err}"
         );
     }

@@ -27,7 +27,7 @@ use crate::control::reports::{
 use crate::control::reports::{RoomData, RoomMemberInfo, UserInfoReport};
 use crate::control::retry::RetryPolicy;
 use crate::control::signature::new_nonce;
-use crate::control::spool::{Spool, SpoolError};
+use crate::control::spool::{Spool, SpoolError, Unsynced};
 use crate::control::tasks::{AtStyle, InviteMethod, PushUnit, Task};
 use crate::control::ws::{LinkState, WsLink, WsPolicy};
 use crate::control::{ControlClient, ControlError};
@@ -224,18 +224,31 @@ impl Bridge {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let spool = self.outbox.spool.clone();
-        let wake = self.outbox.wake.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let items: Vec<(String, String, serde_json::Value)> = batch
-                .iter()
-                .map(|q| (q.action.clone(), q.wxid.clone(), q.data.clone()))
-                .collect();
-            let (done, error) = append_then_sync(&spool, &wake, &items);
-            (batch, done, error.map(|e| e.to_string()))
-        })
-        .await;
-        let (batch, done, error) = match r {
+        let items: Vec<(String, String, serde_json::Value)> = batch
+            .iter()
+            .map(|q| (q.action.clone(), q.wxid.clone(), q.data.clone()))
+            .collect();
+        // Written here when that cannot wait for the disk: a trip to the blocking pool and
+        // back is two thread wake-ups on the way from WeChat to the control plane.
+        let inline = {
+            let spool = self.outbox.spool.try_lock().ok();
+            spool
+                .filter(|s| !s.append_may_block())
+                .map(|mut s| append_locked(&mut s, &items))
+        };
+        let r = match inline {
+            Some(appended) => {
+                if appended.unsynced.is_some() {
+                    self.outbox.wake.notify_one();
+                }
+                Ok((batch, appended))
+            }
+            None => {
+                let (spool, wake) = (self.outbox.spool.clone(), self.outbox.wake.clone());
+                tokio::task::spawn_blocking(move || (batch, append(&spool, &wake, &items))).await
+            }
+        };
+        let (batch, appended) = match r {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "spool task failed");
@@ -246,6 +259,13 @@ impl Bridge {
                 return;
             }
         };
+        let (mut done, mut error) = (appended.done, appended.error.map(|e| e.to_string()));
+        if let Some((unsynced, last)) = appended.unsynced
+            && let Err(e) = self.safe(unsynced, last).await
+        {
+            done = 0;
+            error = Some(e);
+        }
         if let Some(e) = error {
             let unspooled = &batch[done..];
             tracing::error!(action = %unspooled[0].action, reports = unspooled.len(), error = %e, "reports not spooled");
@@ -256,6 +276,25 @@ impl Bridge {
                     self.held.remove(id);
                 }
             }
+        }
+    }
+
+    /// Waits until a write whose last report has spool seq `last` is safe: synced, or
+    /// acknowledged by the control plane (reports are acknowledged in order), whichever comes
+    /// first. A report sent at once is often acknowledged before a busy disk finishes the sync;
+    /// the sync then goes on in the background. `Err` when the sync failed and the control plane
+    /// does not have them all.
+    async fn safe(&self, unsynced: Unsynced, last: u64) -> Result<(), String> {
+        let delivery = &self.outbox.delivery;
+        let mut sync = tokio::task::spawn_blocking(move || unsynced.sync());
+        tokio::select! {
+            synced = &mut sync => match synced {
+                Ok(Ok(())) => Ok(()),
+                _ if delivery.is_acked(last) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("the spool's sync task failed: {e}")),
+            },
+            () = delivery.acked(last) => Ok(()),
         }
     }
 
@@ -859,54 +898,86 @@ impl Drop for Release {
     }
 }
 
+/// What [`append`] wrote.
+struct Appended {
+    /// How many of the items went in (the first `done`).
+    done: usize,
+    /// What stopped the rest.
+    error: Option<SpoolError>,
+    /// The write, until it is synced, and the spool seq of the last report in it.
+    unsynced: Option<(Unsynced, u64)>,
+}
+
 /// Appends reports `(action, wxid, data)` to the spool (blocking: run it on the blocking pool)
-/// and returns how many went in, and the error that stopped the rest. They are written under
-/// the spool's lock, `wake` is notified so delivery can send them at once, and they are synced
-/// with the lock released, so the sync holds up neither the send nor the next read. A batch the
-/// spool cannot take whole goes in one by one as far as it fits. A failed sync counts them all as
-/// not spooled (the barrier must not let the SyncKey pass them; delivery may still send them,
-/// and a repeat is better than a gap).
+/// without syncing them. They are written under the spool's lock and `wake` is notified, so
+/// delivery can send them at once; the caller syncs them with the lock released, so the sync
+/// holds up neither the send nor the next read or write. A batch the spool cannot take whole
+/// goes in one by one as far as it fits.
+fn append(
+    spool: &std::sync::Mutex<Spool>,
+    wake: &tokio::sync::Notify,
+    items: &[(String, String, serde_json::Value)],
+) -> Appended {
+    let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
+    let appended = append_locked(&mut g, items);
+    drop(g);
+    if appended.unsynced.is_some() {
+        wake.notify_one();
+    }
+    appended
+}
+
+/// [`append`] into a spool already locked, without the wake.
+fn append_locked(g: &mut Spool, items: &[(String, String, serde_json::Value)]) -> Appended {
+    crate::worker::memory::note_activity();
+    let (done, error, unsynced) = match g.append_batch_unsynced(items) {
+        Ok((entries, unsynced)) => (
+            items.len(),
+            None,
+            unsynced.zip(entries.last().map(|e| e.seq)),
+        ),
+        // Too big together: as many as fit, one by one.
+        Err(_) if items.len() > 1 => {
+            let (mut done, mut error, mut last) = (0, None, None);
+            for (action, wxid, data) in items {
+                match g.append_unsynced(action, wxid, data) {
+                    Ok((entry, u)) => {
+                        done += 1;
+                        last = Some((u, entry.seq));
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            (done, error, last)
+        }
+        Err(e) => (0, Some(e), None),
+    };
+    Appended {
+        done,
+        error,
+        unsynced,
+    }
+}
+
+/// [`append`], then the sync, and returns how many went in and the error that stopped the
+/// rest. A failed sync counts them all as not spooled (the barrier must not let the SyncKey
+/// pass them; delivery may still send them, and a repeat is better than a gap).
 fn append_then_sync(
     spool: &std::sync::Mutex<Spool>,
     wake: &tokio::sync::Notify,
     items: &[(String, String, serde_json::Value)],
 ) -> (usize, Option<SpoolError>) {
-    if let Err(e) = crate::control::spool::settle(spool) {
-        return (0, Some(e));
+    let mut a = append(spool, wake, items);
+    if let Some((u, _)) = a.unsynced.take()
+        && let Err(e) = u.sync()
+    {
+        a.done = 0;
+        a.error = Some(e);
     }
-    crate::worker::memory::note_activity();
-    let (mut done, mut error, unsynced) = {
-        let mut g = spool.lock().unwrap_or_else(|p| p.into_inner());
-        match g.append_batch_unsynced(items) {
-            Ok((_, unsynced)) => (items.len(), None, unsynced),
-            // Too big together: as many as fit, one by one.
-            Err(_) if items.len() > 1 => {
-                let (mut done, mut error, mut last) = (0, None, None);
-                for (action, wxid, data) in items {
-                    match g.append_unsynced(action, wxid, data) {
-                        Ok((_, u)) => {
-                            done += 1;
-                            last = Some(u);
-                        }
-                        Err(e) => {
-                            error = Some(e);
-                            break;
-                        }
-                    }
-                }
-                (done, error, last)
-            }
-            Err(e) => (0, Some(e), None),
-        }
-    };
-    if let Some(u) = unsynced {
-        wake.notify_one();
-        if let Err(e) = u.sync() {
-            done = 0;
-            error = Some(e);
-        }
-    }
-    (done, error)
+    (a.done, a.error)
 }
 
 /// Runs the account's tasks one after another and reports results for those with an id. Its
