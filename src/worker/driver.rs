@@ -467,7 +467,7 @@ impl Session<'_> {
                         // session keeps its newest key on disk too.
                         () = tokio::time::sleep_until(save_due.unwrap_or_else(Instant::now)), if save_due.is_some() => {
                             if let Some(saved) = self.saved() {
-                                self.saver.write_off_thread(saved).await;
+                                self.saver.write_behind(saved);
                             } else {
                                 self.saver.forget();
                             }
@@ -515,7 +515,7 @@ impl Session<'_> {
                     // Written at once when more than the keys moved, else within
                     // KEY_SAVE_INTERVAL (the branch on `save_due` above).
                     if let Some(saved) = self.saved() {
-                        self.saver.after_sync(saved).await;
+                        self.saver.after_sync(saved);
                     }
                 }
                 SyncStep::Reinit(init) => {
