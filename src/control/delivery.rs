@@ -155,6 +155,7 @@ pub fn start_with(
         cancel,
         acks: tx,
         policy,
+        behind: Mutex::new(Vec::new()),
     };
     // Logs of the task carry the caller's span (the session's).
     let task = tokio::spawn(delivery.run().instrument(tracing::Span::current()));
@@ -278,11 +279,18 @@ struct Delivery {
     cancel: CancellationToken,
     acks: mpsc::Sender<Ack>,
     policy: DeliveryPolicy,
+    /// Ack syncs running in the background ([`sync_acks_behind`](Self::sync_acks_behind)).
+    behind: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Delivery {
     async fn run(self) {
         self.deliver().await;
+        // Once the task has ended nothing of it holds the spool.
+        let behind = std::mem::take(&mut *lock(&self.behind));
+        for task in behind {
+            let _ = task.await;
+        }
         // Acks not yet on disk would only mean repeats after a restart; written while we can.
         if let Some(Err(e)) = self
             .with_shared_spool(crate::control::spool::sync_acks_unlocked)
@@ -596,12 +604,15 @@ impl Delivery {
     fn sync_acks_behind(&self) {
         let spool = self.shared.spool.clone();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             if let Err(e) = crate::control::spool::sync_acks_unlocked(&spool) {
                 let _entered = span.enter();
                 tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool yet; retrying with the next write");
             }
         });
+        let mut behind = lock(&self.behind);
+        behind.retain(|t| !t.is_finished());
+        behind.push(task);
     }
 
     /// Writes the deferred acks (one sync). A failure is only logged: the acks stay in memory
