@@ -360,6 +360,32 @@ fn ctrl_c_logs_the_account_out_cleanly() {
     assert!(!process_exists(w.pid()), "worker reaped");
 }
 
+/// A burst arrives in batches (`sync_batch`); while a webwxsync says more are waiting
+/// (`ContinueFlag`), the worker fetches the next batch without a synccheck in between.
+#[test]
+fn a_burst_is_fetched_batch_after_batch_without_a_synccheck_between() {
+    let sim = Sim::start();
+    let (uin, _cfg, w) = online(&sim, "");
+    sim.post("/__sim/config", json!({"sync_batch": 10}));
+    let count = |route: &str| {
+        sim.get("/__sim/stats")["requests"][route]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (checks, syncs) = (count("synccheck"), count("webwxsync"));
+    sim.post(
+        &format!("/__sim/sessions/{uin}/burst"),
+        json!({"count": 50, "from": "Bob", "text": "wave"}),
+    );
+    w.out
+        .wait_for_nth("the whole burst", 50, |l| l.contains("wave"));
+    let (checks, syncs) = (count("synccheck") - checks, count("webwxsync") - syncs);
+    assert!(syncs >= 5, "{syncs} webwxsync for 5 batches");
+    // The held synccheck that announced the burst was counted before it; the one after the
+    // last batch is held again. One synccheck per batch would be 5 or more.
+    assert!(checks <= 2, "{checks} synccheck for {syncs} webwxsync");
+}
+
 #[test]
 fn quiet_session_is_probed_and_keeps_working() {
     let sim = Sim::start();

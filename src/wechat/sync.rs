@@ -74,6 +74,9 @@ pub struct SyncLoop {
     probing: bool,
     /// The probe found data synccheck never announced: re-init before the next poll.
     reinit_pending: bool,
+    /// The last webwxsync brought events and said more are waiting (`ContinueFlag`): the next
+    /// round fetches them without asking synccheck first.
+    more_waiting: bool,
     pub stats: SyncStats,
 }
 
@@ -93,6 +96,7 @@ impl SyncLoop {
             created: Instant::now(),
             probing: false,
             reinit_pending: false,
+            more_waiting: false,
             stats: SyncStats::default(),
         }
     }
@@ -116,62 +120,71 @@ impl SyncLoop {
                     return step;
                 }
             }
-            let started = Instant::now();
-            self.stats.checks += 1;
-            let check = tokio::select! {
-                r = client.sync_check() => r,
-                () = cancel.cancelled() => return SyncStep::Cancelled,
-            };
-            let check = match check {
-                Ok(c) => c,
-                Err(e) => {
+            // A burst comes in batches; asking synccheck between them would only hear "more"
+            // again, one loopback or internet round trip per batch. Only after a batch that
+            // had events, so a flag that stays set cannot make a loop of empty syncs.
+            let selector = if std::mem::take(&mut self.more_waiting) {
+                None
+            } else {
+                let started = Instant::now();
+                self.stats.checks += 1;
+                let check = tokio::select! {
+                    r = client.sync_check() => r,
+                    () = cancel.cancelled() => return SyncStep::Cancelled,
+                };
+                let check = match check {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if let Some(step) = self.failed(e, cancel).await {
+                            return step;
+                        }
+                        continue;
+                    }
+                };
+                if check.retcode != 0 {
+                    self.stats.last_retcode = Some(check.retcode);
+                    if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
+                        crate::stats::sync_error(Some(check.retcode));
+                        return SyncStep::LoggedOut(reason);
+                    }
+                    let e = WechatError::Ret {
+                        endpoint: "synccheck",
+                        ret: check.retcode,
+                        message: String::new(),
+                    };
                     if let Some(step) = self.failed(e, cancel).await {
                         return step;
                     }
                     continue;
                 }
-            };
-            if check.retcode != 0 {
-                self.stats.last_retcode = Some(check.retcode);
-                if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
-                    crate::stats::sync_error(Some(check.retcode));
-                    return SyncStep::LoggedOut(reason);
-                }
-                let e = WechatError::Ret {
-                    endpoint: "synccheck",
-                    ret: check.retcode,
-                    message: String::new(),
-                };
-                if let Some(step) = self.failed(e, cancel).await {
-                    return step;
-                }
-                continue;
-            }
-            self.succeeded();
-            let deaf = check.selector == 0
-                && self.last_success.unwrap_or(self.created).elapsed() >= self.settings.deaf_after;
-            if deaf {
-                // A quiet session looks the same as a deaf one; a probe tells them apart.
-                tracing::debug!("no sync for a while; probing with a webwxsync");
-                self.probing = true;
-            } else if check.selector == 0 {
-                if started.elapsed() < FAST_ANSWER {
-                    self.fast_zero_streak += 1;
-                    if self.fast_zero_streak >= 3 {
-                        tracing::debug!(
-                            streak = self.fast_zero_streak,
-                            "synccheck answers without holding; slowing down"
-                        );
-                        if let Some(step) = self.idle(cancel).await {
-                            return step;
+                self.succeeded();
+                let deaf = check.selector == 0
+                    && self.last_success.unwrap_or(self.created).elapsed()
+                        >= self.settings.deaf_after;
+                if deaf {
+                    // A quiet session looks the same as a deaf one; a probe tells them apart.
+                    tracing::debug!("no sync for a while; probing with a webwxsync");
+                    self.probing = true;
+                } else if check.selector == 0 {
+                    if started.elapsed() < FAST_ANSWER {
+                        self.fast_zero_streak += 1;
+                        if self.fast_zero_streak >= 3 {
+                            tracing::debug!(
+                                streak = self.fast_zero_streak,
+                                "synccheck answers without holding; slowing down"
+                            );
+                            if let Some(step) = self.idle(cancel).await {
+                                return step;
+                            }
                         }
+                    } else {
+                        self.fast_zero_streak = 0;
                     }
-                } else {
-                    self.fast_zero_streak = 0;
+                    continue;
                 }
-                continue;
-            }
-            self.fast_zero_streak = 0;
+                self.fast_zero_streak = 0;
+                Some(check.selector)
+            };
             self.stats.syncs += 1;
             let synced = tokio::select! {
                 r = client.sync() => r,
@@ -190,6 +203,7 @@ impl SyncLoop {
                         );
                     }
                     if !data.is_empty() || data.key_changed {
+                        self.more_waiting = data.continue_flag != 0 && !data.is_empty();
                         self.empty_streak = 0;
                         self.idle_backoff.reset();
                         return SyncStep::Data(data, keys);
@@ -200,7 +214,7 @@ impl SyncLoop {
                     if self.empty_streak >= self.settings.empty_before_reinit {
                         tracing::warn!(
                             empty = self.empty_streak,
-                            selector = check.selector,
+                            selector = ?selector,
                             "sync key stuck; re-initialising"
                         );
                         self.empty_streak = 0;
@@ -211,7 +225,7 @@ impl SyncLoop {
                     } else if self.empty_streak >= self.settings.empty_before_backoff {
                         tracing::debug!(
                             empty = self.empty_streak,
-                            selector = check.selector,
+                            selector = ?selector,
                             "selector set but nothing new; backing off"
                         );
                         if let Some(step) = self.idle(cancel).await {
