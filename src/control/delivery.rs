@@ -748,6 +748,11 @@ mod tests {
     use super::*;
     use crate::control::spool::SpoolLimits;
 
+    const LIMITS: SpoolLimits = SpoolLimits {
+        max_bytes: 1 << 20,
+        max_events: 100,
+    };
+
     fn control(url: &url::Url) -> ControlClient {
         let mut cfg = crate::control::client::tests::config();
         cfg.callback_url = Some(url.clone());
@@ -767,11 +772,7 @@ mod tests {
         )
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let limits = SpoolLimits {
-            max_bytes: 1 << 20,
-            max_events: 100,
-        };
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", limits).unwrap()));
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
         for n in 0..3 {
             let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
             lock(&spool)
@@ -809,7 +810,7 @@ mod tests {
         cancel.cancel();
         handle.join().await;
         drop(spool);
-        let reopened = Spool::open(dir.path(), "s1", limits).unwrap();
+        let reopened = Spool::open(dir.path(), "s1", LIMITS).unwrap();
         assert!(
             reopened.is_empty(),
             "{} reports pending after reopening",
@@ -831,11 +832,7 @@ mod tests {
         )
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let limits = SpoolLimits {
-            max_bytes: 1 << 20,
-            max_events: 100,
-        };
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", limits).unwrap()));
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let (handle, _acks) = start(
