@@ -80,6 +80,15 @@ pub struct SyncLoop {
     pub stats: SyncStats,
 }
 
+/// What one synccheck means for the round ([`SyncLoop::check`]).
+enum Checked {
+    /// Fetch with webwxsync; the synccheck's selector.
+    Go(i64),
+    /// Poll again.
+    Again,
+    Done(SyncStep),
+}
+
 /// A selector-0 answer faster than this is not a real long poll; several in a row are throttled.
 const FAST_ANSWER: Duration = Duration::from_millis(300);
 
@@ -126,64 +135,11 @@ impl SyncLoop {
             let selector = if std::mem::take(&mut self.more_waiting) {
                 None
             } else {
-                let started = Instant::now();
-                self.stats.checks += 1;
-                let check = tokio::select! {
-                    r = client.sync_check() => r,
-                    () = cancel.cancelled() => return SyncStep::Cancelled,
-                };
-                let check = match check {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if let Some(step) = self.failed(e, cancel).await {
-                            return step;
-                        }
-                        continue;
-                    }
-                };
-                if check.retcode != 0 {
-                    self.stats.last_retcode = Some(check.retcode);
-                    if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
-                        crate::stats::sync_error(Some(check.retcode));
-                        return SyncStep::LoggedOut(reason);
-                    }
-                    let e = WechatError::Ret {
-                        endpoint: "synccheck",
-                        ret: check.retcode,
-                        message: String::new(),
-                    };
-                    if let Some(step) = self.failed(e, cancel).await {
-                        return step;
-                    }
-                    continue;
+                match self.check(client, cancel).await {
+                    Checked::Go(selector) => Some(selector),
+                    Checked::Again => continue,
+                    Checked::Done(step) => return step,
                 }
-                self.succeeded();
-                let deaf = check.selector == 0
-                    && self.last_success.unwrap_or(self.created).elapsed()
-                        >= self.settings.deaf_after;
-                if deaf {
-                    // A quiet session looks the same as a deaf one; a probe tells them apart.
-                    tracing::debug!("no sync for a while; probing with a webwxsync");
-                    self.probing = true;
-                } else if check.selector == 0 {
-                    if started.elapsed() < FAST_ANSWER {
-                        self.fast_zero_streak += 1;
-                        if self.fast_zero_streak >= 3 {
-                            tracing::debug!(
-                                streak = self.fast_zero_streak,
-                                "synccheck answers without holding; slowing down"
-                            );
-                            if let Some(step) = self.idle(cancel).await {
-                                return step;
-                            }
-                        }
-                    } else {
-                        self.fast_zero_streak = 0;
-                    }
-                    continue;
-                }
-                self.fast_zero_streak = 0;
-                Some(check.selector)
             };
             self.stats.syncs += 1;
             let synced = tokio::select! {
@@ -247,6 +203,68 @@ impl SyncLoop {
                 }
             }
         }
+    }
+
+    /// One synccheck, and what it means for the round: go on to webwxsync (with the selector),
+    /// poll again (after waiting out a failure or a too-fast "nothing new"), or end with a step.
+    async fn check(&mut self, client: &WebClient, cancel: &CancellationToken) -> Checked {
+        let started = Instant::now();
+        self.stats.checks += 1;
+        let check = tokio::select! {
+            r = client.sync_check() => r,
+            () = cancel.cancelled() => return Checked::Done(SyncStep::Cancelled),
+        };
+        let check = match check {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(step) = self.failed(e, cancel).await {
+                    return Checked::Done(step);
+                }
+                return Checked::Again;
+            }
+        };
+        if check.retcode != 0 {
+            self.stats.last_retcode = Some(check.retcode);
+            if let Some(reason) = LogoutReason::from_retcode(check.retcode) {
+                crate::stats::sync_error(Some(check.retcode));
+                return Checked::Done(SyncStep::LoggedOut(reason));
+            }
+            let e = WechatError::Ret {
+                endpoint: "synccheck",
+                ret: check.retcode,
+                message: String::new(),
+            };
+            if let Some(step) = self.failed(e, cancel).await {
+                return Checked::Done(step);
+            }
+            return Checked::Again;
+        }
+        self.succeeded();
+        let deaf = check.selector == 0
+            && self.last_success.unwrap_or(self.created).elapsed() >= self.settings.deaf_after;
+        if deaf {
+            // A quiet session looks the same as a deaf one; a probe tells them apart.
+            tracing::debug!("no sync for a while; probing with a webwxsync");
+            self.probing = true;
+        } else if check.selector == 0 {
+            if started.elapsed() < FAST_ANSWER {
+                self.fast_zero_streak += 1;
+                if self.fast_zero_streak >= 3 {
+                    tracing::debug!(
+                        streak = self.fast_zero_streak,
+                        "synccheck answers without holding; slowing down"
+                    );
+                    if let Some(step) = self.idle(cancel).await {
+                        return Checked::Done(step);
+                    }
+                }
+            } else {
+                self.fast_zero_streak = 0;
+            }
+            return Checked::Again;
+        }
+        self.fast_zero_streak = 0;
+        Checked::Go(check.selector)
     }
 
     fn succeeded(&mut self) {
