@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// How long a SyncKey that moved may stay unsaved. The key only decides where a resume
@@ -55,8 +54,10 @@ pub struct Saver {
     done: Arc<Mutex<u64>>,
     /// The newest write that ran failed: the next round writes again.
     failed: Arc<AtomicBool>,
-    /// The newest write behind, to wait for ([`flush`](Self::flush)).
-    behind: Option<JoinHandle<()>>,
+    /// The newest write behind, for tests to wait for ([`flush`](Self::flush)); the numbering
+    /// keeps the order, so the worker never needs to.
+    #[cfg(test)]
+    behind: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Saver {
@@ -68,6 +69,7 @@ impl Saver {
             handed: 0,
             done: Arc::new(Mutex::new(0)),
             failed: Arc::new(AtomicBool::new(false)),
+            #[cfg(test)]
             behind: None,
         }
     }
@@ -119,12 +121,19 @@ impl Saver {
         let number = self.hand_out(&saved);
         let (dir, done, failed) = (self.dir.clone(), self.done.clone(), self.failed.clone());
         let span = tracing::Span::current();
-        self.behind = Some(tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             span.in_scope(|| write_numbered(&dir, &saved, number, &done, &failed));
-        }));
+        });
+        #[cfg(test)]
+        {
+            self.behind = Some(task);
+        }
+        #[cfg(not(test))]
+        drop(task);
     }
 
     /// Waits for the writes behind handed out so far.
+    #[cfg(test)]
     pub async fn flush(&mut self) {
         if let Some(behind) = self.behind.take()
             && let Err(e) = behind.await
