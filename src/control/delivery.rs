@@ -753,6 +753,22 @@ mod tests {
         max_events: 100,
     };
 
+    /// A delivery task for `spool` posting to `url`: its handle, the receiver of its acks
+    /// (kept open, as the worker's is), and its wake and cancel handles.
+    fn start_on(
+        spool: &Arc<Mutex<Spool>>,
+        url: &url::Url,
+    ) -> (
+        DeliveryHandle,
+        mpsc::Receiver<Ack>,
+        Arc<Notify>,
+        CancellationToken,
+    ) {
+        let (wake, cancel) = (Arc::new(Notify::new()), CancellationToken::new());
+        let (handle, acks) = start(spool.clone(), control(url), wake.clone(), cancel.clone());
+        (handle, acks, wake, cancel)
+    }
+
     fn control(url: &url::Url) -> ControlClient {
         let mut cfg = crate::control::client::tests::config();
         cfg.callback_url = Some(url.clone());
@@ -779,14 +795,7 @@ mod tests {
                 .append("report_new_msg", "wxid_me", &data)
                 .unwrap();
         }
-        let wake = Arc::new(Notify::new());
-        let cancel = CancellationToken::new();
-        let (handle, _acks) = start(
-            spool.clone(),
-            control(&server.url),
-            wake.clone(),
-            cancel.clone(),
-        );
+        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
         wake.notify_one();
         // Generous bounds: the property is that it happens without anyone asking, not when.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -833,14 +842,7 @@ mod tests {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
-        let wake = Arc::new(Notify::new());
-        let cancel = CancellationToken::new();
-        let (handle, _acks) = start(
-            spool.clone(),
-            control(&server.url),
-            wake.clone(),
-            cancel.clone(),
-        );
+        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
         let mut seqs = Vec::new();
         for n in 0..2 {
             let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
