@@ -35,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::control::client::{ControlClient, PostOptions};
 use crate::control::envelope::Ack;
 use crate::control::error::{ControlError, chain};
-use crate::control::spool::{Entry, Spool, SpoolError};
+use crate::control::spool::{Entry, Spool, SpoolError, Unsynced};
 use crate::control::ws::{MAX_WINDOW, PendingAnswer, WsSender};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -87,6 +87,20 @@ impl Default for DeliveryPolicy {
             ws_window: crate::config::DEFAULT_WS_WINDOW,
         }
     }
+}
+
+/// How long a write whose reports went out at once waits for the control plane's answers
+/// before it is synced ([`DeliveryHandle::commit`]). A loopback round trip takes well under a
+/// millisecond; a busy machine's tail, a few.
+pub const ACK_GRACE: Duration = Duration::from_millis(20);
+
+/// How a write became safe ([`DeliveryHandle::commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Synced to disk before the control plane answered.
+    Synced,
+    /// Acknowledged by the control plane; the sync was not needed, or goes on behind.
+    Acked,
 }
 
 /// Counters for the admin API and metrics.
@@ -199,6 +213,53 @@ impl DeliveryHandle {
         let mut rx = self.shared.acked.subscribe();
         if rx.wait_for(|&acked| acked >= seq).await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Waits until the write `unsynced`, holding the reports with spool seqs `first..=last`,
+    /// is safe: on disk, or acknowledged by the control plane (reports are acknowledged in
+    /// order), whichever comes first. `Err` when the sync failed and the control plane does not
+    /// have them all.
+    ///
+    /// When every earlier report is acknowledged and delivery is healthy, the reports went out
+    /// at once, and their answers usually come back well before a sync would end. The write
+    /// then waits up to [`ACK_GRACE`] for them before it asks for a sync, and an answer in time
+    /// makes the sync needless: the reports are at the control plane. The write reaches the
+    /// disk with a later sync (the next one not skipped, or the ack record's once the spool
+    /// stays empty); until then a power loss can only take reports the control plane already
+    /// has, and their ack records with them, so at worst they are sent again.
+    pub async fn commit(
+        &self,
+        unsynced: Unsynced,
+        first: u64,
+        last: u64,
+    ) -> Result<Commit, String> {
+        self.commit_within(ACK_GRACE, unsynced, first, last).await
+    }
+
+    /// [`commit`](Self::commit) with a grace of `grace`.
+    async fn commit_within(
+        &self,
+        grace: Duration,
+        unsynced: Unsynced,
+        first: u64,
+        last: u64,
+    ) -> Result<Commit, String> {
+        let caught_up = self.is_acked(first.saturating_sub(1))
+            && lock(&self.shared.stats).consecutive_failures == 0;
+        if caught_up && tokio::time::timeout(grace, self.acked(last)).await.is_ok() {
+            return Ok(Commit::Acked);
+        }
+        let mut sync = tokio::task::spawn_blocking(move || unsynced.sync());
+        tokio::select! {
+            synced = &mut sync => match synced {
+                Ok(Ok(())) => Ok(Commit::Synced),
+                _ if self.is_acked(last) => Ok(Commit::Acked),
+                Ok(Err(e)) => Err(chain(&e)),
+                Err(e) => Err(format!("the spool's sync task failed: {e}")),
+            },
+            // The sync goes on in the background.
+            () = self.acked(last) => Ok(Commit::Acked),
         }
     }
 
@@ -869,6 +930,102 @@ mod tests {
             .expect("both reports acknowledged");
         assert!(handle.is_acked(seqs[0]) && handle.is_acked(seqs[1]));
         assert!(!handle.is_acked(seqs[1] + 1));
+        cancel.cancel();
+        handle.join().await;
+    }
+
+    /// Appends one report without syncing it and wakes delivery: its seq and write.
+    fn append_one(spool: &Arc<Mutex<Spool>>, wake: &Notify, n: u32) -> (u64, Unsynced) {
+        let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
+        let (entry, unsynced) = lock(spool)
+            .append_unsynced("report_new_msg", "wxid_me", &data)
+            .unwrap();
+        wake.notify_one();
+        (entry.seq, unsynced)
+    }
+
+    /// A write whose reports the control plane answers within the grace is safe without a
+    /// sync: none is made.
+    #[tokio::test]
+    async fn a_write_answered_within_the_grace_is_not_synced() {
+        let server = crate::testutil::http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
+            usize::MAX,
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
+        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
+        let (seq, unsynced) = append_one(&spool, &wake, 0);
+        // A grace no loaded machine outlasts, so the answer always comes within it.
+        let commit = handle
+            .commit_within(Duration::from_secs(60), unsynced, seq, seq)
+            .await;
+        assert_eq!(commit, Ok(Commit::Acked));
+        assert!(handle.is_acked(seq));
+        assert!(
+            !lock(&spool).all_synced(),
+            "the report reached the control plane; no sync was needed"
+        );
+        cancel.cancel();
+        handle.join().await;
+    }
+
+    /// Without an answer within the grace the write is synced, and that makes it safe.
+    #[tokio::test]
+    async fn a_write_not_answered_within_the_grace_is_synced() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let server = crate::testutil::gated_http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
+            usize::MAX,
+            Some(gate.clone()),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
+        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
+        let (seq, unsynced) = append_one(&spool, &wake, 0);
+        let commit = handle
+            .commit_within(Duration::from_millis(10), unsynced, seq, seq)
+            .await;
+        assert_eq!(commit, Ok(Commit::Synced));
+        assert!(!handle.is_acked(seq), "the answer is still held back");
+        assert!(lock(&spool).all_synced());
+        gate.add_permits(1);
+        cancel.cancel();
+        handle.join().await;
+    }
+
+    /// A write behind reports still unanswered does not wait for the grace (delivery is
+    /// behind, so the answer would come late): it is synced at once.
+    #[tokio::test]
+    async fn a_write_behind_unanswered_reports_is_synced_without_waiting() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let server = crate::testutil::gated_http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
+            usize::MAX,
+            Some(gate.clone()),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
+        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
+        let (_, first) = append_one(&spool, &wake, 0);
+        first.sync().unwrap();
+        let (seq, unsynced) = append_one(&spool, &wake, 1);
+        // Were the grace waited for, this would outlast the timeout.
+        let commit = tokio::time::timeout(
+            Duration::from_secs(30),
+            handle.commit_within(Duration::from_secs(600), unsynced, seq, seq),
+        )
+        .await
+        .expect("synced without waiting for the grace");
+        assert_eq!(commit, Ok(Commit::Synced));
+        assert!(lock(&spool).all_synced());
+        gate.add_permits(2);
         cancel.cancel();
         handle.join().await;
     }

@@ -804,6 +804,12 @@ impl Spool {
         Ok(unsynced)
     }
 
+    /// Whether every write has been synced.
+    #[cfg(test)]
+    pub(crate) fn all_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) >= self.written
+    }
+
     /// The latest write, when its sync has not been seen yet.
     #[cfg(test)]
     fn unsynced_write(&self) -> Option<Unsynced> {

@@ -216,7 +216,8 @@ impl Bridge {
         end
     }
 
-    /// Appends the queued message reports to the spool with one write and one sync. When the
+    /// Appends the queued message reports to the spool with one write, and waits until the
+    /// write is safe (synced, or acknowledged: [`DeliveryHandle::commit`]). When the
     /// spool cannot take them all, as many as fit go in one by one (so a batch larger than the
     /// spool still gets through in parts); the rest count as not spooled, like a refused report.
     async fn commit_batch(&mut self) {
@@ -261,7 +262,11 @@ impl Bridge {
         };
         let (mut done, mut error) = (appended.done, appended.error.map(|e| e.to_string()));
         if let Some((unsynced, last)) = appended.unsynced
-            && let Err(e) = self.safe(unsynced, last).await
+            && let Err(e) = self
+                .outbox
+                .delivery
+                .commit(unsynced, last + 1 - done as u64, last)
+                .await
         {
             done = 0;
             error = Some(e);
@@ -276,25 +281,6 @@ impl Bridge {
                     self.held.remove(id);
                 }
             }
-        }
-    }
-
-    /// Waits until a write whose last report has spool seq `last` is safe: synced, or
-    /// acknowledged by the control plane (reports are acknowledged in order), whichever comes
-    /// first. A report sent at once is often acknowledged before a busy disk finishes the sync;
-    /// the sync then goes on in the background. `Err` when the sync failed and the control plane
-    /// does not have them all.
-    async fn safe(&self, unsynced: Unsynced, last: u64) -> Result<(), String> {
-        let delivery = &self.outbox.delivery;
-        let mut sync = tokio::task::spawn_blocking(move || unsynced.sync());
-        tokio::select! {
-            synced = &mut sync => match synced {
-                Ok(Ok(())) => Ok(()),
-                _ if delivery.is_acked(last) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("the spool's sync task failed: {e}")),
-            },
-            () = delivery.acked(last) => Ok(()),
         }
     }
 
