@@ -250,6 +250,9 @@ struct Segment {
     /// The seq of `slots[0]`; the pending entries of a segment have consecutive seqs.
     first_seq: u64,
     slots: VecDeque<Slot>,
+    /// Its file opened for reading, once a report was read from it while it was not the active
+    /// segment (delivery behind by a segment or more reads every report from it in turn).
+    reader: std::sync::OnceLock<File>,
 }
 
 impl Segment {
@@ -260,6 +263,7 @@ impl Segment {
             version,
             first_seq: 0,
             slots: VecDeque::new(),
+            reader: std::sync::OnceLock::new(),
         }
     }
 
@@ -658,8 +662,7 @@ impl Spool {
         let Some((segment, slot, seq)) = self.front_slot() else {
             return Ok(None);
         };
-        let opened = self.reader(segment)?;
-        let file = opened.as_ref().unwrap_or(&*self.active);
+        let file = self.reader(segment)?;
         self.read_slot(file, segment, slot, seq).map(Some)
     }
 
@@ -676,8 +679,7 @@ impl Spool {
             if segment.slots.is_empty() || last <= after + 1 {
                 continue;
             }
-            let opened = self.reader(segment)?;
-            let file = opened.as_ref().unwrap_or(&*self.active);
+            let file = self.reader(segment)?;
             let skip = (after + 1).saturating_sub(segment.first_seq) as usize;
             for (i, slot) in segment.slots.iter().enumerate().skip(skip) {
                 if out.len() >= max {
@@ -695,15 +697,18 @@ impl Spool {
         self.peek_after(0, max)
     }
 
-    /// The file to read `segment`'s records from when it is not the active one (that one is
-    /// open already: `None`).
-    fn reader(&self, segment: &Segment) -> Result<Option<File>, SpoolError> {
+    /// The file to read `segment`'s records from: the active one is open already, another is
+    /// opened at its first read and kept open until it is deleted.
+    fn reader<'a>(&'a self, segment: &'a Segment) -> Result<&'a File, SpoolError> {
         if self.is_active(segment) {
-            return Ok(None);
+            return Ok(&self.active);
         }
-        File::open(&segment.path)
-            .map(Some)
-            .map_err(io_err("read a pending report", &segment.path))
+        if let Some(file) = segment.reader.get() {
+            return Ok(file);
+        }
+        let file =
+            File::open(&segment.path).map_err(io_err("read a pending report", &segment.path))?;
+        Ok(segment.reader.get_or_init(|| file))
     }
 
     /// Reads and checks the record of pending report `seq` at `slot`.

@@ -240,9 +240,27 @@ impl Book {
         if let Some(c) = self.contacts.get(name) {
             return Some(c);
         }
-        self.iter()
-            .find(|c| c.nickname == name && !matches!(c.kind, Kind::Stranger | Kind::Me))
-            .or_else(|| self.iter().find(|c| c.nickname == name))
+        // Scanned without a lookup per contact (a bench injects every message from a sender
+        // named this way); creation order only decides between namesakes.
+        let namesakes: Vec<&Contact> = self
+            .contacts
+            .values()
+            .filter(|c| c.nickname == name)
+            .collect();
+        let first = |wanted: &dyn Fn(&Contact) -> bool| -> Option<&Contact> {
+            let mut found = namesakes.iter().copied().filter(|c| wanted(c));
+            let one = found.next()?;
+            if found.next().is_none() {
+                return Some(one);
+            }
+            self.order.iter().find_map(|n| {
+                namesakes
+                    .iter()
+                    .copied()
+                    .find(|c| &c.user_name == n && wanted(c))
+            })
+        };
+        first(&|c| !matches!(c.kind, Kind::Stranger | Kind::Me)).or_else(|| first(&|_| true))
     }
 
     /// Finds a member of `group` by UserName, nickname or group display name.
@@ -840,6 +858,28 @@ mod tests {
         ));
         assert_eq!(a.book.find("News").expect("news").verify_flag, 8);
         assert!(team.user_name.starts_with("@@") && team.user_name.len() == 66);
+    }
+
+    /// Between namesakes a friend wins over a stranger, and the first created over later ones.
+    #[test]
+    fn find_by_nickname_prefers_friends_then_the_first_created() {
+        let mut book = Book::default();
+        let stranger = book.insert(Contact::person("Sam", Kind::Stranger));
+        assert_eq!(book.find("Sam").unwrap().user_name, stranger);
+        let friends: Vec<String> = (0..20)
+            .map(|_| book.insert(Contact::person("Sam", Kind::Friend)))
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(book.find("Sam").unwrap().user_name, friends[0]);
+        }
+        book.remove(&friends[0]);
+        assert_eq!(book.find("Sam").unwrap().user_name, friends[1]);
+        for f in &friends[1..] {
+            book.remove(f);
+        }
+        assert_eq!(book.find("Sam").unwrap().user_name, stranger);
+        assert!(book.find("Nobody").is_none());
+        assert_eq!(book.find(&stranger).unwrap().nickname, "Sam");
     }
 
     #[test]
