@@ -94,6 +94,11 @@ impl Default for DeliveryPolicy {
 /// millisecond; a busy machine's tail, a few.
 pub const ACK_GRACE: Duration = Duration::from_millis(20);
 
+/// How long after a sync [`DeliveryHandle::commit`] may skip the next one: at most about this
+/// much of what the control plane already has is reported again after a power loss, as a
+/// resume re-reports at most [`crate::worker::saver::KEY_SAVE_INTERVAL`] of messages.
+pub const SYNC_MAX_AGE: Duration = Duration::from_secs(5);
+
 /// How a write became safe ([`DeliveryHandle::commit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
@@ -133,6 +138,9 @@ struct Shared {
     websocket: Mutex<Option<WsSender>>,
     /// The seq of the newest report the control plane acknowledged (0: none yet).
     acked: watch::Sender<u64>,
+    /// When the newest sync [`DeliveryHandle::commit`] asked for began (everything written
+    /// before it is on disk); `None` before the first.
+    synced_at: Mutex<Option<Instant>>,
 }
 
 /// Starts delivering `spool` with the default [`DeliveryPolicy`] until `cancel`. `wake` is
@@ -161,6 +169,7 @@ pub fn start_with(
         stats: Mutex::new(DeliveryStats::default()),
         websocket: Mutex::new(None),
         acked: watch::Sender::new(0),
+        synced_at: Mutex::new(None),
     });
     let delivery = Delivery {
         shared: shared.clone(),
@@ -225,9 +234,10 @@ impl DeliveryHandle {
     /// at once, and their answers usually come back well before a sync would end. The write
     /// then waits up to [`ACK_GRACE`] for them before it asks for a sync, and an answer in time
     /// makes the sync needless: the reports are at the control plane. The write reaches the
-    /// disk with a later sync (the next one not skipped, or the ack record's once the spool
-    /// stays empty); until then a power loss can only take reports the control plane already
-    /// has, and their ack records with them, so at worst they are sent again.
+    /// disk with a later sync: the next one not skipped, or the ack record's once the spool
+    /// stays empty. Until then a power loss can only take reports the control plane already
+    /// has, and their ack records with them, so at worst they are sent again; to keep that to
+    /// the last few seconds, a sync is skipped only within [`SYNC_MAX_AGE`] of the last one.
     pub async fn commit(
         &self,
         unsynced: Unsynced,
@@ -247,10 +257,22 @@ impl DeliveryHandle {
     ) -> Result<Commit, String> {
         let caught_up = self.is_acked(first.saturating_sub(1))
             && lock(&self.shared.stats).consecutive_failures == 0;
-        if caught_up && tokio::time::timeout(grace, self.acked(last)).await.is_ok() {
+        let synced_lately =
+            lock(&self.shared.synced_at).is_some_and(|at| at.elapsed() < SYNC_MAX_AGE);
+        if caught_up && synced_lately && tokio::time::timeout(grace, self.acked(last)).await.is_ok()
+        {
             return Ok(Commit::Acked);
         }
-        let mut sync = tokio::task::spawn_blocking(move || unsynced.sync());
+        let shared = self.shared.clone();
+        let mut sync = tokio::task::spawn_blocking(move || {
+            let began = Instant::now();
+            let synced = unsynced.sync();
+            if synced.is_ok() {
+                let mut at = lock(&shared.synced_at);
+                *at = Some(at.map_or(began, |at| at.max(began)));
+            }
+            synced
+        });
         tokio::select! {
             synced = &mut sync => match synced {
                 Ok(Ok(())) => Ok(Commit::Synced),
@@ -957,6 +979,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
         let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
+        // As if a sync had just been made.
+        *lock(&handle.shared.synced_at) = Some(Instant::now());
         let (seq, unsynced) = append_one(&spool, &wake, 0);
         // A grace no loaded machine outlasts, so the answer always comes within it.
         let commit = handle
@@ -968,6 +992,37 @@ mod tests {
             !lock(&spool).all_synced(),
             "the report reached the control plane; no sync was needed"
         );
+        cancel.cancel();
+        handle.join().await;
+    }
+
+    /// A sync is not skipped when none was made within `SYNC_MAX_AGE` (here: none at all), so a
+    /// power loss re-reports only the last few seconds.
+    #[tokio::test]
+    async fn a_write_is_synced_when_no_sync_was_made_lately() {
+        let server = crate::testutil::http_server(
+            "/wehub/callback",
+            crate::testutil::COMMON_ACK,
+            usize::MAX,
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
+        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
+        let (seq, unsynced) = append_one(&spool, &wake, 0);
+        let commit = handle
+            .commit_within(Duration::from_secs(60), unsynced, seq, seq)
+            .await;
+        assert!(commit.is_ok(), "{commit:?}");
+        // The answer may come first; the sync it asked for goes on behind it and is not
+        // dropped. (Delivery's own sync of its ack record, after a second of quiet, would sync
+        // the write as well, but does not count here.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lock(&handle.shared.synced_at).is_none() {
+            assert!(Instant::now() < deadline, "commit never synced the write");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(lock(&spool).all_synced());
         cancel.cancel();
         handle.join().await;
     }
