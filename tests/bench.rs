@@ -100,6 +100,9 @@ fn latency_matches_every_injected_message() {
         assert_eq!(run["reported"], 50, "{run}");
         assert_eq!(run["missing"], 0, "{run}");
         assert_summary(&run["latency_ms"], 50);
+        // Read from /proc/stat around the run: a share of the machine's CPU time.
+        let steal = f(&run["steal_percent"]);
+        assert!((0.0..=100.0).contains(&steal), "{run}");
     }
     assert_eq!(runs[1]["sessions"], 2);
 }
@@ -121,6 +124,8 @@ fn throughput_counts_every_report() {
         );
         assert_summary(&run["latency_ms"], 200);
         assert!(run["websocket_frames"].is_null(), "{run}");
+        let steal = f(&run["steal_percent"]);
+        assert!((0.0..=100.0).contains(&steal), "{run}");
     }
     assert_eq!(r["transport"], "http");
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::lab::{Api, Lab};
+use super::procfs;
 use super::stats::{Summary, Table, ms};
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,10 @@ pub struct LatencyRun {
     pub missing: usize,
     /// Inject → report, milliseconds.
     pub latency_ms: Summary,
+    /// The share of the machine's CPU time the hypervisor took while the messages were
+    /// injected and reported (`st` in `vmstat`), percent; on a shared virtual machine the tail
+    /// follows it. None where it cannot be read.
+    pub steal_percent: Option<f64>,
 }
 
 /// Parses `SESSIONS@RATE`.
@@ -73,6 +78,7 @@ pub async fn measure(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = std::time::Instant::now();
+    let cpu_before = procfs::machine_cpu();
     for i in 0..messages {
         ticker.tick().await;
         if last_read.elapsed() > Duration::from_secs(1) {
@@ -107,6 +113,7 @@ pub async fn measure(
     let arrived = arrivals
         .wait_for(&lab.api, &injected, Duration::from_secs(60))
         .await?;
+    let steal_percent = procfs::steal_percent(cpu_before, procfs::machine_cpu());
     let latencies: Vec<f64> = arrived
         .iter()
         .filter_map(|(id, us)| Some(us.saturating_sub(*injected.get(id)?) as f64 / 1000.0))
@@ -119,6 +126,7 @@ pub async fn measure(
         reported: latencies.len(),
         missing: messages - latencies.len(),
         latency_ms: Summary::of(&latencies),
+        steal_percent,
     })
 }
 
@@ -196,6 +204,13 @@ impl LatencyRun {
             format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.max)),
             target,
         );
+        if let Some(steal) = self.steal_percent {
+            t.row(
+                format!("{what}: CPU taken by the hypervisor"),
+                format!("{steal:.1} % (steal)"),
+                "",
+            );
+        }
         t.row(
             format!("{what}: reported / missing"),
             format!(

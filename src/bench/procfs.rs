@@ -1,5 +1,6 @@
 //! Memory and CPU of processes from /proc: `smaps_rollup` for RSS and PSS, `stat` for CPU ticks
-//! and the parent pid. Linux only; elsewhere every reading is absent.
+//! and the parent pid; the machine's CPU time and steal from `/proc/stat`. Linux only;
+//! elsewhere every reading is absent.
 
 use std::path::Path;
 
@@ -94,9 +95,72 @@ pub fn cpu_ticks(pids: &[u32]) -> u64 {
         .sum()
 }
 
+/// The machine's CPU time so far, in ticks over all CPUs (the first line of `/proc/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineCpu {
+    pub total: u64,
+    /// Time the hypervisor gave to others while this machine's CPUs wanted to run.
+    pub steal: u64,
+}
+
+/// Reads `/proc/stat`; None where it cannot be read.
+pub fn machine_cpu() -> Option<MachineCpu> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_proc_stat(text: &str) -> Option<MachineCpu> {
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: the guest times are
+    // counted in user and nice already.
+    let steal = *fields.get(7)?;
+    Some(MachineCpu {
+        total: fields.iter().take(8).sum(),
+        steal,
+    })
+}
+
+/// The share of the CPU time between two readings that the hypervisor took (`st` in
+/// `vmstat`), in percent; None without readings or time between them.
+pub fn steal_percent(before: Option<MachineCpu>, after: Option<MachineCpu>) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    let total = after.total.checked_sub(before.total)?;
+    let steal = after.steal.checked_sub(before.steal)?;
+    (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_read_and_taken_as_a_share_of_the_time_between_readings() {
+        let before =
+            parse_proc_stat("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 18 3 0\n")
+                .expect("parses");
+        assert_eq!(
+            before,
+            MachineCpu {
+                total: 1000,
+                steal: 35
+            }
+        );
+        let after = MachineCpu {
+            total: 1200,
+            steal: 65,
+        };
+        assert_eq!(steal_percent(Some(before), Some(after)), Some(15.0));
+        assert_eq!(steal_percent(Some(before), Some(before)), None);
+        assert_eq!(steal_percent(None, Some(after)), None);
+        assert_eq!(parse_proc_stat("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_proc_stat("cpu  1 2 3\n"), None, "no steal field");
+        assert!(machine_cpu().is_some(), "this machine's /proc/stat");
+    }
 
     #[test]
     fn rollup_fields_are_read() {

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use super::lab::Lab;
 use super::latency::Arrivals;
+use super::procfs;
 use super::stats::{Summary, Table, ms};
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +30,9 @@ pub struct ThroughputRun {
     /// With `--websocket`: report frames the control plane received during the run (about
     /// `messages` when they all went over the sockets). `None` over HTTP.
     pub websocket_frames: Option<u64>,
+    /// The share of the machine's CPU time the hypervisor took during the burst (`st` in
+    /// `vmstat`), percent; None where it cannot be read.
+    pub steal_percent: Option<f64>,
 }
 
 /// Refuses, before any session is logged in, a burst whose share for one session is larger than
@@ -61,6 +65,7 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
     }
     let frames_before = lab.websocket_frames().await?;
     let mut arrivals = Arrivals::start(&lab.api).await?;
+    let cpu_before = procfs::machine_cpu();
     let mut tasks: JoinSet<anyhow::Result<(u64, u64, Vec<String>)>> = JoinSet::new();
     for (k, s) in lab.sessions[..sessions].iter().enumerate() {
         let count = messages / sessions + usize::from(k < messages % sessions);
@@ -102,6 +107,7 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
     let arrived = arrivals
         .wait_for(&lab.api, &injected, Duration::from_secs(60))
         .await?;
+    let steal_percent = procfs::steal_percent(cpu_before, procfs::machine_cpu());
     let end = arrived.values().copied().max().unwrap_or(start);
     let elapsed_ms = end.saturating_sub(start) as f64 / 1000.0;
     let latencies: Vec<f64> = arrived
@@ -127,6 +133,7 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
             0.0
         },
         latency_ms: Summary::of(&latencies),
+        steal_percent,
     })
 }
 
@@ -138,11 +145,14 @@ impl ThroughputRun {
                 self.messages, self.sessions
             ),
             format!(
-                "{:.0} msg/s ({} reported, {} missing, last after {})",
+                "{:.0} msg/s ({} reported, {} missing, last after {}{})",
                 self.msgs_per_second,
                 self.reported,
                 self.missing,
-                ms(self.elapsed_ms)
+                ms(self.elapsed_ms),
+                self.steal_percent
+                    .map(|s| format!("; steal {s:.1} %"))
+                    .unwrap_or_default()
             ),
             "≥ 10,000 msg/s",
         );

@@ -100,8 +100,9 @@ pub struct Bridge {
     tasks: mpsc::Sender<(Option<String>, RawTask)>,
     tasks_rx: Option<mpsc::Receiver<(Option<String>, RawTask)>>,
     cancel: CancellationToken,
-    /// Message reports not yet spooled: a run of message events is appended with one write and
-    /// one sync (group commit) once no event is waiting, or before anything else is handled.
+    /// Message reports not yet spooled: a run of message events is appended with one write
+    /// (group commit; at most one sync, see `commit_batch`) once no event is waiting, or
+    /// before anything else is handled.
     batch: Vec<Queued>,
 }
 
