@@ -910,107 +910,119 @@ mod tests {
         );
     }
 
+    /// A spool in a temporary directory with a delivery task posting it to a control plane
+    /// that answers at once, or (`gated`) one answer per permit added to `gate`.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        spool: Arc<Mutex<Spool>>,
+        server: crate::testutil::TestServer,
+        gate: Arc<tokio::sync::Semaphore>,
+        handle: DeliveryHandle,
+        _acks: mpsc::Receiver<Ack>,
+        wake: Arc<Notify>,
+        cancel: CancellationToken,
+    }
+
+    impl Rig {
+        async fn start(gated: bool) -> Rig {
+            let gate = Arc::new(tokio::sync::Semaphore::new(0));
+            let server = crate::testutil::gated_http_server(
+                "/wehub/callback",
+                crate::testutil::COMMON_ACK,
+                usize::MAX,
+                gated.then(|| gate.clone()),
+            )
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
+            let (handle, acks, wake, cancel) = start_on(&spool, &server.url);
+            Rig {
+                _dir: dir,
+                spool,
+                server,
+                gate,
+                handle,
+                _acks: acks,
+                wake,
+                cancel,
+            }
+        }
+
+        /// Appends report `n` without syncing it and wakes delivery: its seq and write.
+        fn append(&self, n: u32) -> (u64, Unsynced) {
+            let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
+            let (entry, unsynced) = lock(&self.spool)
+                .append_unsynced("report_new_msg", "wxid_me", &data)
+                .unwrap();
+            self.wake.notify_one();
+            (entry.seq, unsynced)
+        }
+
+        /// Lets every held answer go, and stops delivery.
+        async fn stop(self) {
+            self.gate
+                .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+            self.cancel.cancel();
+            self.handle.join().await;
+        }
+    }
+
     /// `acked` (what lets a worker's SyncKey move before a slow sync) follows the control
     /// plane's answers: a report whose answer is held back is not acknowledged, and once the
     /// answers come every report up to the asked seq is.
     #[tokio::test]
     async fn acked_follows_the_answers_in_spool_order() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let server = crate::testutil::gated_http_server(
-            "/wehub/callback",
-            crate::testutil::COMMON_ACK,
-            usize::MAX,
-            Some(gate.clone()),
-        )
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
-        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
-        let mut seqs = Vec::new();
-        for n in 0..2 {
-            let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
-            let (entry, unsynced) = lock(&spool)
-                .append_unsynced("report_new_msg", "wxid_me", &data)
-                .unwrap();
-            drop(unsynced);
-            seqs.push(entry.seq);
-        }
-        wake.notify_one();
+        let rig = Rig::start(true).await;
+        let seqs: Vec<u64> = (0..2).map(|n| rig.append(n).0).collect();
         // The first report is at the server, its answer held back.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while server.heads.lock().unwrap().is_empty() {
+        while rig.server.heads.lock().unwrap().is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "the report never reached the server"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!handle.is_acked(seqs[0]));
-        gate.add_permits(2);
-        tokio::time::timeout(Duration::from_secs(30), handle.acked(seqs[1]))
+        assert!(!rig.handle.is_acked(seqs[0]));
+        rig.gate.add_permits(2);
+        tokio::time::timeout(Duration::from_secs(30), rig.handle.acked(seqs[1]))
             .await
             .expect("both reports acknowledged");
-        assert!(handle.is_acked(seqs[0]) && handle.is_acked(seqs[1]));
-        assert!(!handle.is_acked(seqs[1] + 1));
-        cancel.cancel();
-        handle.join().await;
-    }
-
-    /// Appends one report without syncing it and wakes delivery: its seq and write.
-    fn append_one(spool: &Arc<Mutex<Spool>>, wake: &Notify, n: u32) -> (u64, Unsynced) {
-        let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
-        let (entry, unsynced) = lock(spool)
-            .append_unsynced("report_new_msg", "wxid_me", &data)
-            .unwrap();
-        wake.notify_one();
-        (entry.seq, unsynced)
+        assert!(rig.handle.is_acked(seqs[0]) && rig.handle.is_acked(seqs[1]));
+        assert!(!rig.handle.is_acked(seqs[1] + 1));
+        rig.stop().await;
     }
 
     /// A write whose reports the control plane answers within the grace is safe without a
     /// sync: none is made.
     #[tokio::test]
     async fn a_write_answered_within_the_grace_is_not_synced() {
-        let server = crate::testutil::http_server(
-            "/wehub/callback",
-            crate::testutil::COMMON_ACK,
-            usize::MAX,
-        )
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
-        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
+        let rig = Rig::start(false).await;
         // As if a sync had just been made.
-        *lock(&handle.shared.synced_at) = Some(Instant::now());
-        let (seq, unsynced) = append_one(&spool, &wake, 0);
+        *lock(&rig.handle.shared.synced_at) = Some(Instant::now());
+        let (seq, unsynced) = rig.append(0);
         // A grace no loaded machine outlasts, so the answer always comes within it.
-        let commit = handle
+        let commit = rig
+            .handle
             .commit_within(Duration::from_secs(60), unsynced, seq, seq)
             .await;
         assert_eq!(commit, Ok(Commit::Acked));
-        assert!(handle.is_acked(seq));
+        assert!(rig.handle.is_acked(seq));
         assert!(
-            !lock(&spool).all_synced(),
+            !lock(&rig.spool).all_synced(),
             "the report reached the control plane; no sync was needed"
         );
-        cancel.cancel();
-        handle.join().await;
+        rig.stop().await;
     }
 
     /// A sync is not skipped when none was made within `SYNC_MAX_AGE` (here: none at all), so a
     /// power loss re-reports only the last few seconds.
     #[tokio::test]
     async fn a_write_is_synced_when_no_sync_was_made_lately() {
-        let server = crate::testutil::http_server(
-            "/wehub/callback",
-            crate::testutil::COMMON_ACK,
-            usize::MAX,
-        )
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
-        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
-        let (seq, unsynced) = append_one(&spool, &wake, 0);
-        let commit = handle
+        let rig = Rig::start(false).await;
+        let (seq, unsynced) = rig.append(0);
+        let commit = rig
+            .handle
             .commit_within(Duration::from_secs(60), unsynced, seq, seq)
             .await;
         assert!(commit.is_ok(), "{commit:?}");
@@ -1018,70 +1030,47 @@ mod tests {
         // dropped. (Delivery's own sync of its ack record, after a second of quiet, would sync
         // the write as well, but does not count here.)
         let deadline = Instant::now() + Duration::from_secs(30);
-        while lock(&handle.shared.synced_at).is_none() {
+        while lock(&rig.handle.shared.synced_at).is_none() {
             assert!(Instant::now() < deadline, "commit never synced the write");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(lock(&spool).all_synced());
-        cancel.cancel();
-        handle.join().await;
+        assert!(lock(&rig.spool).all_synced());
+        rig.stop().await;
     }
 
     /// Without an answer within the grace the write is synced, and that makes it safe.
     #[tokio::test]
     async fn a_write_not_answered_within_the_grace_is_synced() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let server = crate::testutil::gated_http_server(
-            "/wehub/callback",
-            crate::testutil::COMMON_ACK,
-            usize::MAX,
-            Some(gate.clone()),
-        )
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
-        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
-        let (seq, unsynced) = append_one(&spool, &wake, 0);
-        let commit = handle
+        let rig = Rig::start(true).await;
+        let (seq, unsynced) = rig.append(0);
+        let commit = rig
+            .handle
             .commit_within(Duration::from_millis(10), unsynced, seq, seq)
             .await;
         assert_eq!(commit, Ok(Commit::Synced));
-        assert!(!handle.is_acked(seq), "the answer is still held back");
-        assert!(lock(&spool).all_synced());
-        gate.add_permits(1);
-        cancel.cancel();
-        handle.join().await;
+        assert!(!rig.handle.is_acked(seq), "the answer is still held back");
+        assert!(lock(&rig.spool).all_synced());
+        rig.stop().await;
     }
 
     /// A write behind reports still unanswered does not wait for the grace (delivery is
     /// behind, so the answer would come late): it is synced at once.
     #[tokio::test]
     async fn a_write_behind_unanswered_reports_is_synced_without_waiting() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let server = crate::testutil::gated_http_server(
-            "/wehub/callback",
-            crate::testutil::COMMON_ACK,
-            usize::MAX,
-            Some(gate.clone()),
-        )
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), "s1", LIMITS).unwrap()));
-        let (handle, _acks, wake, cancel) = start_on(&spool, &server.url);
-        let (_, first) = append_one(&spool, &wake, 0);
+        let rig = Rig::start(true).await;
+        let (_, first) = rig.append(0);
         first.sync().unwrap();
-        let (seq, unsynced) = append_one(&spool, &wake, 1);
+        let (seq, unsynced) = rig.append(1);
         // Were the grace waited for, this would outlast the timeout.
         let commit = tokio::time::timeout(
             Duration::from_secs(30),
-            handle.commit_within(Duration::from_secs(600), unsynced, seq, seq),
+            rig.handle
+                .commit_within(Duration::from_secs(600), unsynced, seq, seq),
         )
         .await
         .expect("synced without waiting for the grace");
         assert_eq!(commit, Ok(Commit::Synced));
-        assert!(lock(&spool).all_synced());
-        gate.add_permits(2);
-        cancel.cancel();
-        handle.join().await;
+        assert!(lock(&rig.spool).all_synced());
+        rig.stop().await;
     }
 }
