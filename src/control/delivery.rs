@@ -958,6 +958,20 @@ mod tests {
             (entry.seq, unsynced)
         }
 
+        /// Appends report `n` and commits its write with `grace`: its seq and how it became
+        /// safe.
+        async fn append_and_commit(
+            &self,
+            n: u32,
+            grace: Duration,
+        ) -> (u64, Result<Commit, String>) {
+            let (seq, unsynced) = self.append(n);
+            (
+                seq,
+                self.handle.commit_within(grace, unsynced, seq, seq).await,
+            )
+        }
+
         /// Lets every held answer go, and stops delivery.
         async fn stop(self) {
             self.gate
@@ -1000,12 +1014,8 @@ mod tests {
         let rig = Rig::start(false).await;
         // As if a sync had just been made.
         *lock(&rig.handle.shared.synced_at) = Some(Instant::now());
-        let (seq, unsynced) = rig.append(0);
         // A grace no loaded machine outlasts, so the answer always comes within it.
-        let commit = rig
-            .handle
-            .commit_within(Duration::from_secs(60), unsynced, seq, seq)
-            .await;
+        let (seq, commit) = rig.append_and_commit(0, Duration::from_secs(60)).await;
         assert_eq!(commit, Ok(Commit::Acked));
         assert!(rig.handle.is_acked(seq));
         assert!(
@@ -1020,11 +1030,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_is_synced_when_no_sync_was_made_lately() {
         let rig = Rig::start(false).await;
-        let (seq, unsynced) = rig.append(0);
-        let commit = rig
-            .handle
-            .commit_within(Duration::from_secs(60), unsynced, seq, seq)
-            .await;
+        let (_, commit) = rig.append_and_commit(0, Duration::from_secs(60)).await;
         assert!(commit.is_ok(), "{commit:?}");
         // The answer may come first; the sync it asked for goes on behind it and is not
         // dropped. (Delivery's own sync of its ack record, after a second of quiet, would sync
@@ -1042,11 +1048,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_not_answered_within_the_grace_is_synced() {
         let rig = Rig::start(true).await;
-        let (seq, unsynced) = rig.append(0);
-        let commit = rig
-            .handle
-            .commit_within(Duration::from_millis(10), unsynced, seq, seq)
-            .await;
+        let (seq, commit) = rig.append_and_commit(0, Duration::from_millis(10)).await;
         assert_eq!(commit, Ok(Commit::Synced));
         assert!(!rig.handle.is_acked(seq), "the answer is still held back");
         assert!(lock(&rig.spool).all_synced());
