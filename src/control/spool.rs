@@ -53,8 +53,8 @@
 //! works. A report is safe once its sync returned or the control plane acknowledged it
 //! (at-least-once either way); whatever depends on it being safe (the SyncKey) waits for one of
 //! the two, and a write the control plane acknowledges soon enough is not synced on its own
-//! at all (`DeliveryHandle::commit` in `control::delivery`). A write does not wait for the sync of an earlier one: it goes to the file at once,
-//! and its records carry a flag (version 2: [`FLAG_OVER_UNSYNCED`]) saying that an earlier
+//! at all (`DeliveryHandle::commit` in `control::delivery`). A write does not wait for the
+//! sync of an earlier one: it goes to the file at once, and its records carry a flag (version 2: [`FLAG_OVER_UNSYNCED`]) saying that an earlier
 //! write may not have reached the disk yet. A sync makes everything written before it durable,
 //! so a record written with no sync pending proves that all before it was on disk. A rotation
 //! syncs the segment it leaves, so after a machine crash damage can only be a torn stretch at

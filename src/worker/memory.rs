@@ -68,9 +68,9 @@ const STACK_MARGIN: usize = 16 << 10;
 /// Returns free heap pages to the kernel when enough have piled up: soon after start (the
 /// login burst), then every few minutes after new work (contact reloads, message bursts; an
 /// idle worker is not checked again, see [`note_activity`]); never while work goes on
-/// (`check_due`). Also gives back the
-/// main thread's stack pages that the login's deep futures touched once (the trim runs on the
-/// worker's only runtime thread, the main thread, from a shallow frame).
+/// (`check_due`). Also gives back the main thread's stack pages that the login's deep futures
+/// touched once (the trim runs on the worker's only runtime thread, the main thread, from a
+/// shallow frame).
 pub async fn trim_loop() {
     // A login (or resume) takes from a few hundred milliseconds to tens of seconds on a busy
     // machine, and its garbage should go soon after it ends whenever that is: check often in
