@@ -197,6 +197,11 @@ pub struct BenchCommon {
     /// answers, up to `[control] ws_window`). Default: HTTP, one report per request.
     #[arg(long)]
     pub websocket: bool,
+    /// Offer report batches of up to N reports in login_ack (`option.report_batch`, wxagent's
+    /// extension): over HTTP, reports already waiting go out together in one post, up to
+    /// `[control] http_batch`. Default 0: a stock WeHub server, one report per request.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub report_batch: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -99,6 +99,9 @@ pub struct ControlConfig {
     /// `[control] ws_window`; default 64, 1..=1024: report frames sent ahead of their answers
     /// on a WebSocket whose server echoes event ids.
     pub ws_window: usize,
+    /// `[control] http_batch`; default 64, 1..=1024: the most reports one HTTP post carries
+    /// when the server's `login_ack` offers `report_batch` (and never more than it offers).
+    pub http_batch: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,6 +189,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("control", "timeout"),
     ("control", "sign_requests"),
     ("control", "ws_window"),
+    ("control", "http_batch"),
     ("wechat", "login_url"),
     ("wechat", "desktop_mode"),
     ("wechat", "request_timeout"),
@@ -217,6 +221,8 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// `[control] ws_window` when unset.
 pub const DEFAULT_WS_WINDOW: usize = 64;
+/// `[control] http_batch` when unset.
+pub const DEFAULT_HTTP_BATCH: usize = 64;
 const DEFAULT_LOGIN_URL: &str = "https://login.wx.qq.com";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
@@ -450,6 +456,7 @@ impl Config {
                 timeout: DEFAULT_CONTROL_TIMEOUT,
                 sign_requests: false,
                 ws_window: DEFAULT_WS_WINDOW,
+                http_batch: DEFAULT_HTTP_BATCH,
             },
             wechat: WechatConfig {
                 login_url: Url::parse(DEFAULT_LOGIN_URL).expect("built-in login URL is valid"),
@@ -544,6 +551,7 @@ impl Config {
                 ("timeout", duration_text(c.timeout)),
                 ("sign_requests", c.sign_requests.to_string()),
                 ("ws_window", c.ws_window.to_string()),
+                ("http_batch", c.http_batch.to_string()),
             ],
         );
         section(
@@ -824,8 +832,10 @@ fn parse(text: &str, source: ConfigSource) -> Result<Loaded, ConfigError> {
         .set(&mut control.poll_interval);
     r.take("control", "timeout", duration(Floor::AboveZero))
         .set(&mut control.timeout);
-    r.take("control", "ws_window", ws_window)
+    r.take("control", "ws_window", reports_at_once)
         .set(&mut control.ws_window);
+    r.take("control", "http_batch", reports_at_once)
+        .set(&mut control.http_batch);
     if matches!(sign, Got::Valid(true)) && matches!(secret, Got::Absent | Got::Valid(None)) {
         r.problem(
             "control",
@@ -1140,9 +1150,9 @@ fn count(value: &Value) -> Result<u32, String> {
     }
 }
 
-/// `[control] ws_window`: 1 to the most frames a link keeps waiting
-/// ([`MAX_WINDOW`](crate::control::ws::MAX_WINDOW)).
-fn ws_window(value: &Value) -> Result<usize, String> {
+/// `[control] ws_window` and `http_batch`: 1 to the most frames a link keeps waiting
+/// ([`MAX_WINDOW`](crate::control::ws::MAX_WINDOW)), the most reports a post carries too.
+fn reports_at_once(value: &Value) -> Result<usize, String> {
     let max = crate::control::ws::MAX_WINDOW;
     match value.as_integer() {
         None => Err(format!(
@@ -1699,27 +1709,35 @@ mod tests {
     }
 
     #[test]
-    fn ws_window_is_one_to_the_link_limit() {
+    fn ws_window_and_http_batch_are_one_to_the_link_limit() {
         assert_eq!(valid("").control.ws_window, 64);
-        assert_eq!(valid("[control]\nws_window = 1\n").control.ws_window, 1);
-        assert_eq!(
-            valid("[control]\nws_window = 1024\n").control.ws_window,
-            1024
-        );
-        for bad in ["0", "-1", "1025"] {
-            let p = problem(&format!("[control]\nws_window = {bad}\n"));
-            assert_eq!(
-                p,
-                format!(
-                    "{ORIGIN}: [control] ws_window: must be from 1 (one report at a time) to 1024, got {bad}"
-                )
+        assert_eq!(valid("").control.http_batch, 64);
+        for key in ["ws_window", "http_batch"] {
+            let read = |text: &str| {
+                let c = valid(text).control;
+                if key == "ws_window" {
+                    c.ws_window
+                } else {
+                    c.http_batch
+                }
+            };
+            assert_eq!(read(&format!("[control]\n{key} = 1\n")), 1);
+            assert_eq!(read(&format!("[control]\n{key} = 1024\n")), 1024);
+            for bad in ["0", "-1", "1025"] {
+                let p = problem(&format!("[control]\n{key} = {bad}\n"));
+                assert_eq!(
+                    p,
+                    format!(
+                        "{ORIGIN}: [control] {key}: must be from 1 (one report at a time) to 1024, got {bad}"
+                    )
+                );
+            }
+            let p = problem(&format!("[control]\n{key} = \"64\"\n"));
+            assert!(
+                p.ends_with("expected a whole number from 1 to 1024, got \"64\""),
+                "{p}"
             );
         }
-        let p = problem("[control]\nws_window = \"64\"\n");
-        assert!(
-            p.ends_with("expected a whole number from 1 to 1024, got \"64\""),
-            "{p}"
-        );
     }
 
     #[test]

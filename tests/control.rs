@@ -108,6 +108,7 @@ impl TestServer {
             timeout: Duration::from_secs(20),
             sign_requests: false,
             ws_window: 64,
+            http_batch: 64,
         }
     }
 
@@ -633,6 +634,7 @@ async fn connection_refused_is_retryable_and_names_no_url() {
         timeout: Duration::from_secs(5),
         sign_requests: true,
         ws_window: 64,
+        http_batch: 64,
     };
     let client = ControlClient::new(&cfg, "m".into()).unwrap();
     let e = client

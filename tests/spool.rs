@@ -123,17 +123,7 @@ impl Server {
     }
 
     fn client(&self) -> ControlClient {
-        let cfg = ControlConfig {
-            callback_url: Some(self.url.clone()),
-            upload_url: None,
-            appid: "app1".into(),
-            secret_key: None,
-            poll_interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(10),
-            sign_requests: false,
-            ws_window: 64,
-        };
-        ControlClient::new(&cfg, "host_1".into()).unwrap()
+        client_for(&self.url)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -169,6 +159,22 @@ impl Server {
     }
 }
 
+/// A control-plane client posting to `url`.
+fn client_for(url: &Url) -> ControlClient {
+    let cfg = ControlConfig {
+        callback_url: Some(url.clone()),
+        upload_url: None,
+        appid: "app1".into(),
+        secret_key: None,
+        poll_interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+        sign_requests: false,
+        ws_window: 64,
+        http_batch: 64,
+    };
+    ControlClient::new(&cfg, "host_1".into()).unwrap()
+}
+
 /// Millisecond delays so outages and retries play out quickly.
 fn quick() -> DeliveryPolicy {
     DeliveryPolicy {
@@ -194,16 +200,15 @@ fn open(dir: &Path) -> Spool {
 }
 
 fn run(spool: Spool, server: &Server) -> Running {
+    run_on(spool, server.client(), quick())
+}
+
+fn run_on(spool: Spool, client: ControlClient, policy: DeliveryPolicy) -> Running {
     let spool = Arc::new(Mutex::new(spool));
     let wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
-    let (handle, acks) = delivery::start_with(
-        spool.clone(),
-        server.client(),
-        wake.clone(),
-        cancel.clone(),
-        quick(),
-    );
+    let (handle, acks) =
+        delivery::start_with(spool.clone(), client, wake.clone(), cancel.clone(), policy);
     Running {
         spool,
         wake,
@@ -468,6 +473,196 @@ fn batch(n: usize) -> Vec<(String, String, Value)> {
             ("report_new_msg".to_owned(), "1001".to_owned(), data)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report batches over HTTP (wxagent's extension), against the reference control plane.
+
+/// The reference control plane on 127.0.0.1:0 with `mode`, and a client of its test API.
+struct Reference {
+    base: String,
+    http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Reference {
+    async fn start(mode: Value) -> Reference {
+        use wxagent::sim::wehub::{WehubState, serve};
+        let (addr, _task, stop) = serve("127.0.0.1:0".parse().unwrap(), WehubState::new())
+            .await
+            .expect("the reference control plane starts");
+        let r = Reference {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            stop,
+        };
+        r.mode(mode).await;
+        r
+    }
+
+    async fn mode(&self, patch: Value) {
+        let answer = self
+            .http
+            .post(format!("{}/__cp/mode", self.base))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "mode {patch}");
+    }
+
+    fn client(&self) -> ControlClient {
+        client_for(&Url::parse(&format!("{}/wehub/callback", self.base)).unwrap())
+    }
+
+    /// (event id, batch size, HTTP status) of every `report_new_msg` the ledger recorded, in
+    /// arrival order (a batch size of 0: the report came alone).
+    async fn reports(&self) -> Vec<(String, u64, u64)> {
+        let ledger: Value = self
+            .http
+            .get(format!("{}/__cp/requests?action=report_new_msg", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ledger["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["event_id"].as_str().unwrap_or("").to_owned(),
+                    r["batch"].as_u64().unwrap_or(0),
+                    r["status"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Running {
+    /// Appends reports 1..=n in one write, so delivery finds them all waiting at once.
+    fn append_all(&self, n: u64) {
+        let items: Vec<_> = (1..=n)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), msg(i)))
+            .collect();
+        self.spool.lock().unwrap().append_batch(&items).unwrap();
+        self.wake.notify_one();
+    }
+}
+
+/// Delivers `n` waiting reports with `policy` to a control plane offering `offer` (None: not
+/// told of any); returns the ledger and how many answers the worker got.
+async fn deliver_waiting(
+    n: u64,
+    offer: Option<usize>,
+    policy: DeliveryPolicy,
+) -> (Vec<(String, u64, u64)>, usize) {
+    let cp = Reference::start(json!({"report_batch": 64})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = run_on(open(dir.path()), cp.client(), policy);
+    r.handle.batch_over_http(offer);
+    r.append_all(n);
+    assert!(r.handle.drained(WAIT).await);
+    assert_eq!(r.handle.stats().delivered, n);
+    let mut answers = 0;
+    while r.acks.try_recv().is_ok() {
+        answers += 1;
+    }
+    let spool = r.stop().await;
+    assert!(spool.is_empty());
+    let ledger = cp.reports().await;
+    cp.stop.cancel();
+    (ledger, answers)
+}
+
+/// With an offer, reports already waiting go out together, in spool order, as many per post
+/// as the offer allows; the last one left goes alone as a plain post. The worker gets one
+/// answer per post.
+#[tokio::test]
+async fn waiting_reports_go_out_in_batches_of_the_offer() {
+    let (ledger, answers) = deliver_waiting(10, Some(4), quick()).await;
+    let expected: Vec<(String, u64, u64)> = ids(1..=10)
+        .into_iter()
+        .zip([4, 4, 4, 4, 4, 4, 4, 4, 2, 2])
+        .map(|(id, batch)| (id, batch, 200))
+        .collect();
+    assert_eq!(ledger, expected);
+    assert_eq!(answers, 3, "one answer per post");
+}
+
+/// `[control] http_batch` caps what the server offers.
+#[tokio::test]
+async fn http_batch_caps_the_offer() {
+    let policy = DeliveryPolicy {
+        http_batch: 3,
+        ..quick()
+    };
+    let (ledger, answers) = deliver_waiting(10, Some(64), policy).await;
+    let sizes: Vec<u64> = ledger.iter().map(|r| r.1).collect();
+    assert_eq!(sizes, vec![3, 3, 3, 3, 3, 3, 3, 3, 3, 0]);
+    assert_eq!(answers, 4);
+    let order: Vec<String> = ledger.into_iter().map(|r| r.0).collect();
+    assert_eq!(order, ids(1..=10));
+}
+
+/// Without an offer (a stock WeHub server), and with `http_batch = 1`, every report goes
+/// alone, one post each.
+#[tokio::test]
+async fn without_an_offer_each_report_goes_alone() {
+    for (offer, policy) in [
+        (None, quick()),
+        (
+            Some(64),
+            DeliveryPolicy {
+                http_batch: 1,
+                ..quick()
+            },
+        ),
+    ] {
+        let (ledger, answers) = deliver_waiting(6, offer, policy).await;
+        let expected: Vec<(String, u64, u64)> =
+            ids(1..=6).into_iter().map(|id| (id, 0, 200)).collect();
+        assert_eq!(ledger, expected, "offer {offer:?}");
+        assert_eq!(answers, 6);
+    }
+}
+
+/// A batch the control plane does not take (it is down) is sent again whole once it is back:
+/// nothing lost, nothing out of order, nothing taken twice.
+#[tokio::test]
+async fn a_failed_batch_is_sent_again_whole() {
+    let cp = Reference::start(json!({"report_batch": 8, "down": true})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_on(open(dir.path()), cp.client(), quick());
+    r.handle.batch_over_http(Some(8));
+    r.append_all(20);
+    let deadline = Instant::now() + WAIT;
+    while r.handle.stats().retries < 2 {
+        assert!(Instant::now() < deadline, "no failed attempt");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        r.handle
+            .stats()
+            .last_error
+            .is_some_and(|e| e.contains("report_batch of 8"))
+    );
+    cp.mode(json!({"down": false})).await;
+    assert!(r.handle.drained(WAIT).await);
+    let accepted: Vec<String> = cp
+        .reports()
+        .await
+        .into_iter()
+        .filter(|r| r.2 == 200)
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(accepted, ids(1..=20));
+    let spool = r.stop().await;
+    assert_eq!(spool.stats().acked_total, 20);
+    cp.stop.cancel();
 }
 
 /// Append costs on the disk holding the temp directory (each sync is a real fdatasync).

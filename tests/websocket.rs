@@ -15,7 +15,10 @@
 //!   complete and in order, also when the socket is dropped mid-burst; a server that echoes
 //!   nothing (mode `ws_no_echo`) never has more than one frame unanswered;
 //! - with mode `require_signature`, a whole session's callbacks, QR and media uploads,
-//!   WebSocket upgrade and frames verify (nothing is refused with 401).
+//!   WebSocket upgrade and frames verify (nothing is refused with 401);
+//! - over HTTP, a control plane offering report batches (mode `report_batch`, wxagent's
+//!   extension) gets a burst in batches no larger than offered, complete and in order, also
+//!   across an outage in the middle of it.
 //!
 //! In-process, against the reference control plane alone (tokio-tungstenite as the client):
 //! answer frames echo `event_id`, frames land in the callback ledger, tasks are pushed, and
@@ -428,6 +431,46 @@ fn no_echo_means_one_frame_in_flight() {
     assert_eq!(all[0]["max_unanswered"], 1, "{}", all[0]);
 }
 
+/// The worker learns the offer from `login_ack` and sends what is waiting in batches: a burst
+/// arrives complete and in order, in posts of at most the offer, and an outage in the middle
+/// (every post answered 503 for a while) loses and reorders nothing.
+#[test]
+fn offered_report_batches_carry_a_burst_in_order_across_an_outage() {
+    let sim = Sim::start();
+    sim.set_mode(json!({"report_batch": 16}));
+    let cfg = TestConfig::supervisor(&sim, &SupervisorSettings::default());
+    let (_sup, uin) = session(&sim, &cfg, "qs-batch");
+    let wxid = uin.to_string();
+    // Slow answers (about 2 s for the burst) leave time to cut it in the middle.
+    sim.set_mode(json!({"delay_ms": 20}));
+
+    let ids = burst(&sim, uin, 1500, "batch");
+    wait_until_within("part of the burst", Duration::from_secs(120), || {
+        (records_of(&sim, &wxid, &ids).len() >= 200).then_some(())
+    });
+    sim.set_mode(json!({"down": true}));
+    let refused = || {
+        sim.get("/__cp/requests?action=report_batch&status=503")["requests"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    wait_until("a batch refused by the outage", || {
+        (refused() >= 2).then_some(())
+    });
+    sim.set_mode(json!({"down": false}));
+    let records = assert_first_sightings_in_order(&sim, &wxid, &ids);
+    assert_eq!(records.len(), ids.len(), "no report was taken twice");
+    assert!(records.iter().all(|r| r["transport"] == "http"));
+    let sizes: Vec<u64> = records.iter().filter_map(|r| r["batch"].as_u64()).collect();
+    assert!(sizes.iter().all(|&n| n <= 16), "a batch above the offer");
+    let batched = sizes.iter().filter(|&&n| n >= 2).count();
+    assert!(
+        batched > ids.len() / 2,
+        "{batched} of {} reports came in batches",
+        ids.len()
+    );
+}
+
 #[test]
 fn signed_requests_uploads_and_upgrades_verify_when_required() {
     let sim = Sim::start();
@@ -567,6 +610,7 @@ mod endpoint {
             timeout: Duration::from_secs(20),
             sign_requests: false,
             ws_window: 16,
+            http_batch: 64,
         };
         let control = ControlClient::new(&cfg, "m".into()).unwrap();
         let dir = tempfile::tempdir().unwrap();

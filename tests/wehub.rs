@@ -471,6 +471,106 @@ async fn auto_reply_answers_incoming_text_but_never_own_messages() {
     cp.stop().await;
 }
 
+/// `report_batch` (wxagent's extension): offered in `login_ack` only with mode `report_batch`;
+/// then each report of the list is taken as if it came alone (recorded one by one, in order,
+/// duplicates flagged by event id, auto-replies queued), and the one answer carries every reply
+/// task. A list that cannot be read, or is longer than offered, is refused whole with the
+/// reason; without the offer the post is ignored, as a stock WeHub ignores an unknown action.
+#[tokio::test]
+async fn report_batches_are_taken_report_by_report_only_when_offered() {
+    let cp = Cp::start().await;
+    let item = |n: u32, text: &str| {
+        let mut unit = text_msg(&format!("b{n}"), "@friend", "1001", "", text);
+        json!({"action": "report_new_msg", "event_id": format!("s:{n}"), "data": unit.take()})
+    };
+    let batch = |items: Vec<Value>| {
+        json!({"action": "report_batch", "appid": "app", "wxid": "1001",
+               "data": {"report_list": items}})
+    };
+    // Not offered: ignored (a stock server), nothing taken.
+    let login = cp
+        .ack("login", "1001", json!({"nonce": "n", "nickname": "A"}))
+        .await;
+    assert!(
+        login["data"]["option"].get("report_batch").is_none(),
+        "{login}"
+    );
+    let (status, body) = cp.call(batch(vec![item(0, "x")])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(cp.requests("action=report_new_msg").await.is_empty());
+
+    cp.mode(json!({"report_batch": 3, "auto_reply": {"match": "ping", "reply": "pong"}}))
+        .await;
+    let login = cp
+        .ack("login", "1001", json!({"nonce": "n", "nickname": "A"}))
+        .await;
+    assert_eq!(login["data"]["option"]["report_batch"], 3, "{login}");
+    let (status, ack) = cp
+        .call(batch(vec![
+            item(1, "ping"),
+            item(2, "hello"),
+            item(3, "ping"),
+        ]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["ack_type"], "common_ack");
+    assert_eq!(reply_tasks(&ack).len(), 2, "one reply per ping: {ack}");
+    let records = cp.requests("action=report_new_msg").await;
+    let seen: Vec<(&str, &str, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap_or(""),
+                r["data"]["msg"]["msg_id"].as_str().unwrap_or(""),
+                r["batch"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("s:1", "b1", 3), ("s:2", "b2", 3), ("s:3", "b3", 3)]
+    );
+    // Sent again (a retried batch): flagged as duplicates, no second reply.
+    let (_, again) = cp.call(batch(vec![item(3, "ping")])).await;
+    assert!(reply_tasks(&again).is_empty(), "{again}");
+    let records = cp.requests("action=report_new_msg").await;
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[3]["duplicate"], true);
+    let (_, counts) = cp.get("/__cp/counts").await;
+    // Two taken, and the one ignored before the offer (answered 200 all the same).
+    assert_eq!(counts["counts"]["report_batch"]["1001"], 3, "{counts}");
+    assert_eq!(counts["counts"]["report_new_msg"]["1001"], 4, "{counts}");
+
+    // Refused whole, with the reason.
+    for (bad, why) in [
+        (
+            batch(vec![item(4, "a"), item(5, "b"), item(6, "c"), item(7, "d")]),
+            "4 reports, more than the 3 offered",
+        ),
+        (
+            batch(vec![item(4, "a"), json!({"event_id": "s:5", "data": {}})]),
+            "report_list[1] has no report action",
+        ),
+        (
+            batch(vec![
+                json!({"action": "report_new_msg", "event_id": 5, "data": {}}),
+            ]),
+            "report_list[0].event_id must be a string",
+        ),
+        (
+            json!({"action": "report_batch", "wxid": "1001", "data": {"report_list": {}}}),
+            "data.report_list must be a list",
+        ),
+    ] {
+        let (status, body) = cp.call(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let error = body["error"].as_str().unwrap_or("");
+        assert!(error.contains(why), "{error}");
+    }
+    assert_eq!(cp.requests("action=report_new_msg").await.len(), 4);
+    cp.stop().await;
+}
+
 #[tokio::test]
 async fn task_results_and_qr_status_are_recorded() {
     let cp = Cp::start().await;

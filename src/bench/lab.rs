@@ -137,6 +137,11 @@ impl Lab {
             .await
             .context("offering websocket mode")?;
         }
+        if common.report_batch > 0 {
+            api.post("/__cp/mode", &json!({"report_batch": common.report_batch}))
+                .await
+                .context("offering report batches")?;
+        }
         Ok(Lab {
             common: common.clone(),
             exe: exe.to_owned(),
@@ -410,6 +415,15 @@ impl Lab {
         Ok(ws["connections"]
             .as_array()
             .map(|all| all.iter().filter_map(|c| c["frames"].as_u64()).sum())
+            .unwrap_or(0))
+    }
+
+    /// `report_batch` posts the control plane accepted so far (all sessions).
+    pub async fn batch_posts(&self) -> anyhow::Result<u64> {
+        let counts = self.get("/__cp/counts").await?;
+        Ok(counts["counts"]["report_batch"]
+            .as_object()
+            .map(|all| all.values().filter_map(Value::as_u64).sum())
             .unwrap_or(0))
     }
 

@@ -21,7 +21,8 @@ use crate::cli::{BenchArgs, BenchCommon, BenchScenario};
 pub struct Report {
     pub machine: Machine,
     pub scenario: String,
-    /// How reports reached the control plane: "http", or "websocket" (`--websocket`).
+    /// How reports reached the control plane: "http", "http, report batches of up to N"
+    /// (`--report-batch`), or "websocket" (`--websocket`).
     pub transport: String,
     pub hold_ms: u64,
     pub poll_interval_ms: u64,
@@ -134,7 +135,11 @@ fn report(scenario: &str, c: &BenchCommon) -> Report {
     Report {
         machine: Machine::read(),
         scenario: scenario.to_owned(),
-        transport: if c.websocket { "websocket" } else { "http" }.to_owned(),
+        transport: match (c.websocket, c.report_batch) {
+            (true, _) => "websocket".to_owned(),
+            (false, 0) => "http".to_owned(),
+            (false, n) => format!("http, report batches of up to {n}"),
+        },
         hold_ms: c.hold.as_millis() as u64,
         poll_interval_ms: c.poll_interval.as_millis() as u64,
         traffic_poll_interval_ms: c.traffic_poll_interval.as_millis() as u64,

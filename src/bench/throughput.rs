@@ -30,6 +30,9 @@ pub struct ThroughputRun {
     /// With `--websocket`: report frames the control plane received during the run (about
     /// `messages` when they all went over the sockets). `None` over HTTP.
     pub websocket_frames: Option<u64>,
+    /// With `--report-batch`: `report_batch` posts the control plane accepted during the run
+    /// (each carried several reports; the rest went one per post). `None` without.
+    pub batch_posts: Option<u64>,
     /// The share of the machine's CPU time the hypervisor took during the burst (`st` in
     /// `vmstat`), percent; None where it cannot be read.
     pub steal_percent: Option<f64>,
@@ -64,6 +67,7 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
         bail!("throughput needs accounts with friends (--friends)");
     }
     let frames_before = lab.websocket_frames().await?;
+    let batches_before = lab.batch_posts().await?;
     let mut arrivals = Arrivals::start(&lab.api).await?;
     let cpu_before = procfs::machine_cpu();
     let mut tasks: JoinSet<anyhow::Result<(u64, u64, Vec<String>)>> = JoinSet::new();
@@ -119,8 +123,14 @@ pub async fn measure(lab: &Lab, sessions: usize, messages: usize) -> anyhow::Res
     } else {
         None
     };
+    let batch_posts = if lab.common.report_batch > 0 {
+        Some(lab.batch_posts().await?.saturating_sub(batches_before))
+    } else {
+        None
+    };
     Ok(ThroughputRun {
         websocket_frames,
+        batch_posts,
         sessions,
         messages: injected.len(),
         reported: arrived.len(),
@@ -145,11 +155,14 @@ impl ThroughputRun {
                 self.messages, self.sessions
             ),
             format!(
-                "{:.0} msg/s ({} reported, {} missing, last after {}{})",
+                "{:.0} msg/s ({} reported, {} missing, last after {}{}{})",
                 self.msgs_per_second,
                 self.reported,
                 self.missing,
                 ms(self.elapsed_ms),
+                self.batch_posts
+                    .map(|n| format!("; {n} batch posts"))
+                    .unwrap_or_default(),
                 self.steal_percent
                     .map(|s| format!("; steal {s:.1} %"))
                     .unwrap_or_default()

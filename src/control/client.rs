@@ -48,6 +48,9 @@ pub struct LoginAck {
     pub flag_report_contact: u32,
     /// Switch to WebSocket mode (A.8) when offered.
     pub websocket: Option<WebSocketExtension>,
+    /// The most reports the server takes in one `report_batch` post, when it offers that
+    /// (wxagent's extension; `None`: one report per request, as WeHub).
+    pub report_batch: Option<usize>,
     /// The whole ack, for anything else it carried (e.g. `reply_task_list`).
     pub ack: Ack,
 }
@@ -232,6 +235,7 @@ impl ControlClient {
         Ok(LoginAck {
             flag_report_contact: ack.flag_report_contact().unwrap_or(contact_flag::ALL),
             websocket: ack.websocket(),
+            report_batch: ack.report_batch(),
             ack,
         })
     }
@@ -454,6 +458,7 @@ pub(crate) mod tests {
             timeout: Duration::from_secs(30),
             sign_requests: false,
             ws_window: 64,
+            http_batch: 64,
         }
     }
 

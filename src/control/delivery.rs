@@ -20,8 +20,16 @@
 //! nothing (see [`crate::control::ws`]).
 //!
 //! How many reports are in flight: over HTTP, and on a socket whose server has not echoed an
-//! `event_id`, one — WeHub carries one report per request and promises order per session, and
-//! a non-echoing server's answers can only be matched by order. Once the server has echoed an
+//! `event_id`, one request — WeHub carries one report per request and promises order per
+//! session, and a non-echoing server's answers can only be matched by order. A server whose
+//! `login_ack` offers `report_batch` ([`DeliveryHandle::batch_over_http`], wxagent's extension)
+//! takes several reports in one post: `{"action": "report_batch", "wxid", "appid", "data":
+//! {"report_list": [{"action", "event_id", "data"}, ...]}}`, at most `[control] http_batch`
+//! and at most what it offered, all of one `wxid`, in spool order, about
+//! [`MAX_BATCH_BYTES`] at most. A batch is made only of reports already waiting (nothing waits
+//! to fill one), so a report that finds the spool empty still goes alone as a plain post, and
+//! the server's answer acknowledges the whole batch (its `reply_task_list` runs once). A
+//! failed batch is sent again whole; the server dedupes by each report's `event_id`. Once the server has echoed an
 //! id on the open connection, up to `ws_window` frames are sent ahead of their answers: frames
 //! on one socket arrive in order, so the control plane still first sees every report in spool
 //! order, and a round trip per report no longer bounds throughput. Answers are taken front
@@ -33,11 +41,12 @@
 
 use crate::backoff::Backoff;
 use crate::control::client::{ControlClient, PostOptions};
-use crate::control::envelope::Ack;
+use crate::control::envelope::{Ack, action};
 use crate::control::error::{ControlError, chain};
 use crate::control::spool::{Entry, Spool, SpoolError, Unsynced};
 use crate::control::ws::{MAX_WINDOW, PendingAnswer, WsSender};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -61,6 +70,9 @@ pub struct DeliveryPolicy {
     /// Report frames sent ahead of their answers on a WebSocket whose server echoes event
     /// ids (`[control] ws_window`); 1 sends one at a time there too.
     pub ws_window: usize,
+    /// The most reports one HTTP post carries when the server offers batches
+    /// (`[control] http_batch`); 1 never batches.
+    pub http_batch: usize,
 }
 
 /// Deferred acks written at the latest after this many deliveries in one run (a run's acks
@@ -85,9 +97,15 @@ impl Default for DeliveryPolicy {
             slow_max_delay: Duration::from_secs(5 * 60),
             ack_queue: 64,
             ws_window: crate::config::DEFAULT_WS_WINDOW,
+            http_batch: crate::config::DEFAULT_HTTP_BATCH,
         }
     }
 }
+
+/// About the most bytes of spool records one `report_batch` post carries (a single report
+/// larger than this still goes out, alone): well under the 1 MiB request limit common in
+/// front of web servers.
+pub const MAX_BATCH_BYTES: u64 = 512 * 1024;
 
 /// How long a write whose reports went out at once waits for the control plane's answers
 /// before it is synced ([`DeliveryHandle::commit`]). A loopback round trip takes well under a
@@ -136,6 +154,8 @@ struct Shared {
     stats: Mutex<DeliveryStats>,
     /// The session's WebSocket link, while it has one.
     websocket: Mutex<Option<WsSender>>,
+    /// The most reports the server takes in one `report_batch` post (0: it offered none).
+    batch_offer: AtomicUsize,
     /// The seq of the newest report the control plane acknowledged (0: none yet).
     acked: watch::Sender<u64>,
     /// When the newest sync [`DeliveryHandle::commit`] asked for began (everything written
@@ -168,6 +188,7 @@ pub fn start_with(
         progress: Notify::new(),
         stats: Mutex::new(DeliveryStats::default()),
         websocket: Mutex::new(None),
+        batch_offer: AtomicUsize::new(0),
         acked: watch::Sender::new(0),
         synced_at: Mutex::new(None),
     });
@@ -303,6 +324,15 @@ impl DeliveryHandle {
         *lock(&self.shared.websocket) = websocket;
     }
 
+    /// Sends several reports per HTTP post, up to `most` (what the server's `login_ack`
+    /// offered) and `[control] http_batch`, or one per post (`None`, as WeHub). Takes effect
+    /// from the next post.
+    pub fn batch_over_http(&self, most: Option<usize>) {
+        self.shared
+            .batch_offer
+            .store(most.unwrap_or(0), Ordering::Release);
+    }
+
     /// Whether the task has ended (it ends only when cancelled).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -317,6 +347,22 @@ impl DeliveryHandle {
             std::panic::resume_unwind(e.into_panic());
         }
     }
+}
+
+/// The front of `entries` that one `report_batch` may carry: reports of the first one's
+/// account (a batch has one `wxid`).
+fn same_account(mut entries: Vec<Entry>) -> Vec<Entry> {
+    let Some(first) = entries.first() else {
+        return entries;
+    };
+    let wxid = first.wxid.clone();
+    let keep = entries
+        .iter()
+        .take_while(|e| e.wxid == wxid && e.action.starts_with("report_"))
+        .count()
+        .max(1);
+    entries.truncate(keep);
+    entries
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -404,17 +450,27 @@ impl Delivery {
                     {
                         Window::Stopped => return,
                         Window::Again => continue,
-                        Window::Empty => Ok(None),
+                        Window::Empty => Ok(Vec::new()),
                     }
                 }
-                None => match self.with_spool_quick(|s| s.front()).await {
-                    Some(front) => front,
-                    None => return,
-                },
+                None => {
+                    let most = self.batch_size();
+                    let read = if most > 1 {
+                        self.with_spool_quick(move |s| s.peek_batch(most, MAX_BATCH_BYTES))
+                            .await
+                    } else {
+                        self.with_spool_quick(|s| Ok(s.front()?.into_iter().collect()))
+                            .await
+                    };
+                    match read {
+                        Some(entries) => entries.map(same_account),
+                        None => return,
+                    }
+                }
             };
-            let entry = match front {
-                Ok(Some(entry)) => entry,
-                Ok(None) => {
+            let mut entries = match front {
+                Ok(entries) if !entries.is_empty() => entries,
+                Ok(_) => {
                     self.shared.progress.notify_waiters();
                     // A run of deliveries is over: its acks go to disk with one sync once
                     // nothing new came for ACK_IDLE.
@@ -443,13 +499,25 @@ impl Delivery {
                     continue;
                 }
             };
-            let event_id = entry.event_id.clone();
-            let action = entry.action.clone();
-            let outcome = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return,
-                sent = self.send(entry) => sent,
+            let (event_ids, action, outcome) = if entries.len() == 1 {
+                let entry = entries.pop().expect("one entry");
+                let (event_ids, action) = (vec![entry.event_id.clone()], entry.action.clone());
+                let outcome = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return,
+                    sent = self.send(entry) => sent,
+                };
+                (event_ids, action, outcome)
+            } else {
+                let event_ids: Vec<String> = entries.iter().map(|e| e.event_id.clone()).collect();
+                let outcome = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return,
+                    sent = self.send_batch(entries) => sent,
+                };
+                (event_ids, action::REPORT_BATCH.to_owned(), outcome)
             };
+            let event_id = &event_ids[0];
             let ack = match outcome {
                 Ok(ack) => ack,
                 Err(failure) => {
@@ -457,17 +525,14 @@ impl Delivery {
                         Failure::Transient(_) => fast.next_delay(),
                         Failure::Persistent(_) => slow.next_delay(),
                     };
-                    if !self
-                        .failed(failure, Some((&event_id, &action)), delay)
-                        .await
-                    {
+                    if !self.failed(failure, Some((event_id, &action)), delay).await {
                         return;
                     }
                     continue;
                 }
             };
             match self
-                .delivered(&event_id, &action, ack, &mut fast, &mut slow)
+                .delivered_all(event_ids, &action, ack, &mut fast, &mut slow)
                 .await
             {
                 Step::Done => {}
@@ -622,36 +687,64 @@ impl Delivery {
         fast: &mut Backoff,
         slow: &mut Backoff,
     ) -> Step {
-        let id = event_id.to_owned();
+        self.delivered_all(vec![event_id.to_owned()], action, ack, fast, slow)
+            .await
+    }
+
+    /// Handles the control plane's answer to the reports `event_ids`, the front ones in spool
+    /// order (one post, alone or as a batch): marks them in the spool, counts them, and hands
+    /// the answer to the worker once.
+    async fn delivered_all(
+        &self,
+        event_ids: Vec<String>,
+        action: &str,
+        ack: Ack,
+        fast: &mut Backoff,
+        slow: &mut Backoff,
+    ) -> Step {
         let shared = self.shared.clone();
+        let count = event_ids.len();
+        let first = event_ids[0].clone();
         let acked = self.with_spool_quick(move |s| {
-            let seq = s.ack_deferred(&id)?;
-            // Counted under the spool lock, so whoever sees the spool empty (`drained`)
-            // also sees the count.
-            let mut stats = lock(&shared.stats);
-            stats.delivered += 1;
-            stats.consecutive_failures = 0;
-            Ok((seq, s.unsynced_acks()))
+            let mut newest = None;
+            for id in &event_ids {
+                match s.ack_deferred(id) {
+                    Ok(seq) => newest = Some(seq),
+                    Err(e) => return Ok((newest, Err(e))),
+                }
+                // Counted under the spool lock, so whoever sees the spool empty (`drained`)
+                // also sees the count.
+                let mut stats = lock(&shared.stats);
+                stats.delivered += 1;
+                stats.consecutive_failures = 0;
+            }
+            Ok((newest, Ok(s.unsynced_acks())))
         });
-        match acked.await {
+        let (newest, marked) = match acked.await {
             None => return Step::Stopped,
-            Some(Ok((seq, unsynced))) => {
-                // What waits for these reports to be safe need not wait for their sync.
-                self.shared.acked.send_replace(seq);
+            Some(Ok(acked)) => acked,
+            Some(Err(never)) => (None, Err(never)),
+        };
+        if let Some(seq) = newest {
+            // What waits for these reports to be safe need not wait for their sync.
+            self.shared.acked.send_replace(seq);
+        }
+        match marked {
+            Ok(unsynced) => {
                 // Bounds the repeats a crash in a long run can cause.
                 if unsynced >= MAX_UNSYNCED_ACKS {
                     self.sync_acks().await;
                 }
             }
-            Some(Err(e)) => {
-                // The control plane has it; sending it again gives a duplicate it dedupes
+            Err(e) => {
+                // The control plane has them; sending them again gives duplicates it dedupes
                 // by event id, which is better than losing track of the spool.
                 let failure = Failure::Persistent(format!(
                     "delivered, but cannot mark it in the spool (it will be sent again): {}",
                     chain(&e)
                 ));
                 return if self
-                    .failed(failure, Some((event_id, action)), slow.next_delay())
+                    .failed(failure, Some((&first, action)), slow.next_delay())
                     .await
                 {
                     Step::Retry
@@ -663,11 +756,12 @@ impl Delivery {
         fast.reset();
         slow.reset();
         self.shared.progress.notify_waiters();
-        tracing::debug!(event_id, action, "report delivered");
+        tracing::debug!(event_id = %first, action, reports = count, "report delivered");
         if !ack.is_ok() {
             tracing::warn!(
-                event_id,
+                event_id = %first,
                 action,
+                reports = count,
                 error_code = ack.error_code,
                 error_reason = %ack.error_reason,
                 "control plane acknowledged a report with an error"
@@ -706,6 +800,55 @@ impl Delivery {
             .await
         {
             tracing::warn!(error = %chain(&e), "cannot record deliveries in the spool yet; retrying with the next write");
+        }
+    }
+
+    /// How many reports the next HTTP post may carry: what the server offered, within
+    /// `[control] http_batch`; 1 without an offer, and while the WebSocket is open.
+    fn batch_size(&self) -> usize {
+        let offer = self.shared.batch_offer.load(Ordering::Acquire);
+        if offer < 2
+            || lock(&self.shared.websocket)
+                .as_ref()
+                .is_some_and(WsSender::is_open)
+        {
+            return 1;
+        }
+        offer.min(self.policy.http_batch).clamp(1, MAX_WINDOW)
+    }
+
+    /// One attempt at the front reports, two or more, in one `report_batch` post.
+    async fn send_batch(&self, entries: Vec<Entry>) -> Result<Ack, Failure> {
+        let count = entries.len();
+        let wxid = entries[0].wxid.clone();
+        let list: Vec<serde_json::Value> = entries
+            .into_iter()
+            .map(
+                |e| serde_json::json!({"action": e.action, "event_id": e.event_id, "data": e.data}),
+            )
+            .collect();
+        let data = serde_json::json!({ "report_list": list });
+        match self
+            .control
+            .post(action::REPORT_BATCH, &wxid, data, PostOptions::default())
+            .await
+        {
+            Ok(ack) if ack.parsed => Ok(ack),
+            Ok(_) => Err(Failure::Transient(format!(
+                "report_batch of {count}: the control plane's answer is not a JSON object"
+            ))),
+            Err(e) if e.is_retryable() => Err(Failure::Transient(format!(
+                "report_batch of {count}: {}",
+                chain(&e)
+            ))),
+            Err(e @ ControlError::Status { .. }) => Err(Failure::Persistent(format!(
+                "report_batch of {count}: {}; the reports are kept and retried on the slow schedule",
+                chain(&e)
+            ))),
+            Err(e) => Err(Failure::Persistent(format!(
+                "report_batch of {count}: {}",
+                chain(&e)
+            ))),
         }
     }
 
@@ -908,6 +1051,32 @@ mod tests {
             "{} reports pending after reopening",
             reopened.len()
         );
+    }
+
+    /// A batch holds reports of one account only, and never a non-report; the front goes
+    /// out however it starts.
+    #[test]
+    fn a_batch_is_cut_at_another_account_or_a_non_report() {
+        let entry = |seq: u64, action: &str, wxid: &str| Entry {
+            event_id: format!("s:{seq}"),
+            seq,
+            action: action.to_owned(),
+            wxid: wxid.to_owned(),
+            data: serde_json::json!({}),
+        };
+        let seqs = |v: Vec<Entry>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let mixed = vec![
+            entry(1, "report_new_msg", "a"),
+            entry(2, "report_contact", "a"),
+            entry(3, "report_new_msg", ""),
+            entry(4, "report_new_msg", "a"),
+        ];
+        assert_eq!(seqs(same_account(mixed)), vec![1, 2]);
+        let odd = vec![entry(1, "heartbeat", "a"), entry(2, "report_new_msg", "a")];
+        assert_eq!(seqs(same_account(odd)), vec![1]);
+        let after_odd = vec![entry(1, "report_new_msg", "a"), entry(2, "logout", "a")];
+        assert_eq!(seqs(same_account(after_odd)), vec![1]);
+        assert!(same_account(Vec::new()).is_empty());
     }
 
     /// A spool in a temporary directory with a delivery task posting it to a control plane

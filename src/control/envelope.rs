@@ -25,6 +25,9 @@ pub mod action {
     pub const REPORT_FRIEND_REMOVED: &str = "report_friend_removed";
     pub const REPORT_USER_INFO: &str = "report_user_info";
     pub const REPORT_QR_STATUS: &str = "report_qr_status";
+    /// wxagent's extension: several spooled reports in one HTTP post, sent only to a server
+    /// whose `login_ack` offers it (`data.option.report_batch`).
+    pub const REPORT_BATCH: &str = "report_batch";
     /// WebSocket mode only (A.8): keeps the socket alive; never spooled.
     pub const HEARTBEAT: &str = "heartbeat";
 }
@@ -254,6 +257,15 @@ impl Ack {
         u32::try_from(flag).ok()
     }
 
+    /// `data.option.report_batch` of a `login_ack`: the most reports the server takes in one
+    /// `report_batch` post (wxagent's extension). `None` when absent, not a number, or below 2
+    /// (a stock WeHub server never sends it: one report per request).
+    pub fn report_batch(&self) -> Option<usize> {
+        let option = lenient::as_object(self.data_field("option")?)?;
+        let most = lenient::as_i64(option.get("report_batch")?)?;
+        usize::try_from(most).ok().filter(|&n| n >= 2)
+    }
+
     /// `data.extension_protocol` of a `login_ack` when it asks for WebSocket mode with a URL.
     pub fn websocket(&self) -> Option<WebSocketExtension> {
         let ext = lenient::as_object(self.data_field("extension_protocol")?)?;
@@ -436,6 +448,18 @@ mod tests {
         );
         let negative = Ack::from_value(&json!({"data":{"option":{"flag_report_contact":-1}}}));
         assert_eq!(negative.flag_report_contact(), None);
+    }
+
+    #[test]
+    fn report_batch_is_offered_only_with_two_or_more() {
+        let offer = |v: Value| Ack::from_value(&json!({"data":{"option":{"report_batch":v}}}));
+        assert_eq!(offer(json!(64)).report_batch(), Some(64));
+        assert_eq!(offer(json!("16")).report_batch(), Some(16));
+        assert_eq!(offer(json!(2)).report_batch(), Some(2));
+        for none in [json!(1), json!(0), json!(-5), json!("many"), json!(null)] {
+            assert_eq!(offer(none.clone()).report_batch(), None, "{none}");
+        }
+        assert_eq!(Ack::parse(b"{}").report_batch(), None);
     }
 
     #[test]

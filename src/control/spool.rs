@@ -698,6 +698,38 @@ impl Spool {
         self.peek_after(0, max)
     }
 
+    /// Up to `max` pending reports from the front whose records take at most `max_bytes` in
+    /// all, but always the front one (when there is one), however large: what one request may
+    /// carry. Read with the same checks as [`front`](Self::front); a damaged record behind the
+    /// front ends the list before it, so the reports ahead of it still go out.
+    pub fn peek_batch(&self, max: usize, max_bytes: u64) -> Result<Vec<Entry>, SpoolError> {
+        let mut out = Vec::with_capacity(max.min(self.pending as usize).min(64));
+        let mut bytes = 0u64;
+        'segments: for segment in &self.segments {
+            if segment.slots.is_empty() {
+                continue;
+            }
+            let file = match self.reader(segment) {
+                Ok(file) => file,
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            };
+            for (i, slot) in segment.slots.iter().enumerate() {
+                bytes += u64::from(slot.len);
+                if out.len() >= max || (!out.is_empty() && bytes > max_bytes) {
+                    break 'segments;
+                }
+                let seq = segment.first_seq + i as u64;
+                match self.read_slot(file, segment, *slot, seq) {
+                    Ok(entry) => out.push(entry),
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => break 'segments,
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The file to read `segment`'s records from: the active one is open already, another is
     /// opened at its first read and kept open until it is deleted.
     fn reader<'a>(&'a self, segment: &'a Segment) -> Result<&'a File, SpoolError> {
@@ -2153,6 +2185,74 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_count_and_bytes_but_holds_the_front() {
+        let dir = scratch_dir();
+        let items: Vec<_> = (0..1000)
+            .map(|i| ("report_new_msg".to_owned(), "1001".to_owned(), data(i)))
+            .collect();
+        let mut spool = open(dir.path());
+        assert!(spool.peek_batch(8, 1 << 20).unwrap().is_empty());
+        for _ in 0..15 {
+            spool.append_batch(&items).unwrap();
+        }
+        assert!(spool.segments.len() >= 2, "{}", spool.segments.len());
+        let record = u64::from(spool.segments[0].slots[0].len);
+        let seqs = |batch: Vec<Entry>| batch.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(spool.peek_batch(5, 1 << 20).unwrap()),
+            vec![1, 2, 3, 4, 5]
+        );
+        // Three records fit in three records' bytes (they are all the same size), not four.
+        assert_eq!(
+            seqs(spool.peek_batch(64, 3 * record).unwrap()),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            seqs(spool.peek_batch(64, 3 * record + 1).unwrap()),
+            vec![1, 2, 3]
+        );
+        // The front goes out even when it alone is over the byte limit.
+        assert_eq!(seqs(spool.peek_batch(64, 1).unwrap()), vec![1]);
+        // Across a segment boundary, in order.
+        let boundary = spool.segments[0].slots.len() as u64;
+        let front: Vec<String> = spool
+            .peek(boundary as usize - 2)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        for id in &front {
+            spool.ack_deferred(id).unwrap();
+        }
+        assert_eq!(
+            seqs(spool.peek_batch(5, 1 << 20).unwrap()),
+            (boundary - 1..=boundary + 3).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_before_damage_behind_the_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        fill(&mut spool, 4);
+        let slot = spool.segments[0].slots[2];
+        flip(
+            &only_segment(dir.path()),
+            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
+        );
+        let batch = spool.peek_batch(8, 1 << 20).unwrap();
+        assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        for e in &batch {
+            spool.ack_deferred(&e.event_id).unwrap();
+        }
+        let err = spool.peek_batch(8, 1 << 20).unwrap_err();
+        assert!(
+            matches!(&err, SpoolError::Corrupt { detail, .. } if detail.contains("checksum")),
+            "{err:?}"
+        );
     }
 
     #[test]

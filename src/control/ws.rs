@@ -785,6 +785,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             sign_requests: false,
             ws_window: 64,
+            http_batch: 64,
         };
         ControlClient::new(&cfg, "m".into()).unwrap()
     }

@@ -285,9 +285,10 @@ impl Bridge {
         }
     }
 
-    /// Stops the executor, the poller and the WebSocket link; reports go back to HTTP (what is
-    /// still spooled goes out over HTTP, or over the next login's socket).
+    /// Stops the executor, the poller and the WebSocket link; reports go back to HTTP, one per
+    /// post (what is still spooled goes out that way, or as the next login's server allows).
     fn stop_session_tasks(&self) {
+        self.outbox.delivery.batch_over_http(None);
         if let Some(l) = &self.logged_in {
             l.stop_tasks.cancel();
             if l.websocket.is_some() {
@@ -623,6 +624,12 @@ impl Bridge {
             wxid: &account.wxid,
             user_name: &account.user_name,
         };
+        // Reports waiting in the spool (this one too) go out in batches from here on, if the
+        // server offered them.
+        self.outbox.delivery.batch_over_http(ack.report_batch);
+        if let Some(most) = ack.report_batch {
+            tracing::info!(most, "control plane takes report batches");
+        }
         let report = reports::contact_report(&contacts, &ids, ack.flag_report_contact);
         self.report(&account.wxid, &report).await;
         let stop_tasks = self.cancel.child_token();

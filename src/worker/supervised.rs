@@ -134,6 +134,7 @@ async fn serve(
         delivery_stop.clone(),
         delivery::DeliveryPolicy {
             ws_window: config.control.ws_window,
+            http_batch: config.control.http_batch,
             ..delivery::DeliveryPolicy::default()
         },
     );

@@ -31,6 +31,7 @@ pub async fn callback(
             .get(EVENT_ID_HEADER)
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let refused = signature.refused_by(&mode);
+        let mut batched = false;
         let mut record = RequestRecord {
             index: 0,
             time_ms,
@@ -48,6 +49,7 @@ pub async fn callback(
             status: StatusCode::OK.as_u16(),
             duplicate: false,
             error: None,
+            batch: 0,
             body_len: body.len(),
         };
         let (status, answer) = match Envelope::parse(&body) {
@@ -74,6 +76,19 @@ pub async fn callback(
                         StatusCode::UNAUTHORIZED,
                         json!({"error": "missing or invalid request signature (mode require_signature)"}),
                     )
+                } else if envelope.action == "report_batch" && mode.report_batch >= 2 {
+                    match respond_batch(&mut store, &mode, &envelope, &record) {
+                        Ok(answer) => {
+                            // Each report of the batch was recorded as a request of its own.
+                            batched = true;
+                            (StatusCode::OK, answer)
+                        }
+                        Err(message) => {
+                            record.status = StatusCode::BAD_REQUEST.as_u16();
+                            record.error = Some(message.clone());
+                            (StatusCode::BAD_REQUEST, json!({"error": message}))
+                        }
+                    }
                 } else {
                     let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
                     record.duplicate = duplicate;
@@ -90,13 +105,87 @@ pub async fn callback(
             status = record.status,
             "control-plane callback"
         );
-        store.record_request(record);
+        if !batched {
+            store.record_request(record);
+        }
         (status, answer, mode.delay_ms)
     };
     if delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     (status, Json(answer)).into_response()
+}
+
+/// A `report_batch` post (wxagent's extension, offered by `mode.report_batch`): every report of
+/// `data.report_list` is taken in order as if it had come alone, and recorded as a request of
+/// its own; the one answer carries the reply tasks of them all. A list that cannot be read, or
+/// holds more reports than offered, is refused whole (HTTP 400) with the reason, and nothing of
+/// it is taken.
+fn respond_batch(
+    store: &mut Store,
+    mode: &Mode,
+    envelope: &Envelope,
+    template: &RequestRecord,
+) -> Result<Value, String> {
+    let Some(Value::Array(list)) = envelope.field("report_list") else {
+        return Err("report_batch: data.report_list must be a list of reports".to_owned());
+    };
+    if list.len() > mode.report_batch as usize {
+        return Err(format!(
+            "report_batch: {} reports, more than the {} offered",
+            list.len(),
+            mode.report_batch
+        ));
+    }
+    let mut reports = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let action = lenient_string(item.get("action")).unwrap_or_default();
+        if !action.starts_with("report_") || action == "report_batch" {
+            return Err(format!(
+                "report_batch: report_list[{i}] has no report action (got {:?})",
+                action
+            ));
+        }
+        let event_id = match item.get("event_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(other) => {
+                return Err(format!(
+                    "report_batch: report_list[{i}].event_id must be a string, got {other}"
+                ));
+            }
+        };
+        let data = item.get("data").cloned().unwrap_or(Value::Null);
+        reports.push((action, event_id, data));
+    }
+    let count = reports.len();
+    store.count_batch(&envelope.wxid);
+    let mut tasks = Vec::new();
+    for (action, event_id, data) in reports {
+        let single = Envelope {
+            action: action.clone(),
+            appid: envelope.appid.clone(),
+            wxid: envelope.wxid.clone(),
+            client_session: envelope.client_session.clone(),
+            data,
+        };
+        let mut record = template.clone();
+        record.action = action;
+        record.appid = single.appid.clone();
+        record.wxid = single.wxid.clone();
+        record.client_session = single.client_session.clone();
+        record.event_id = event_id;
+        record.batch = count;
+        record.body_len = template.body_len / count.max(1);
+        let (answer, duplicate) = respond(store, mode, &single, &record);
+        if let Some(Value::Array(replies)) = answer["data"].get("reply_task_list") {
+            tasks.extend(replies.iter().cloned());
+        }
+        record.duplicate = duplicate;
+        record.data = single.data;
+        store.record_request(record);
+    }
+    Ok(ack("common_ack", json!({"reply_task_list": tasks})))
 }
 
 /// The ack for one request, and whether it repeats one already seen (shared by the HTTP
@@ -167,6 +256,9 @@ fn login_ack(store: &mut Store, mode: &Mode, envelope: &Envelope) -> Value {
         lenient_string(envelope.field("qr_session_id")).filter(|id| !id.is_empty()),
     );
     let mut data = json!({"option": {"flag_report_contact": mode.flag_report_contact}});
+    if mode.report_batch >= 2 {
+        data["option"]["report_batch"] = json!(mode.report_batch);
+    }
     if !mode.no_signature {
         let secret = mode.secret.as_deref().unwrap_or("");
         let signature = if mode.wrong_signature {

@@ -38,6 +38,10 @@ pub struct Mode {
     /// Requests, uploads and WebSocket upgrades without a valid B.6 signature are answered
     /// HTTP 401 (and recorded). Needs `secret`.
     pub require_signature: bool,
+    /// When 2 or more, `login_ack.data.option.report_batch` offers `report_batch` posts of up
+    /// to this many reports (wxagent's extension). 0: not offered, and a `report_batch` post
+    /// is ignored as a stock WeHub server ignores an action it does not know.
+    pub report_batch: u32,
 }
 
 /// Reply `reply` to every incoming text containing `match` (never to the account's own messages).
@@ -79,6 +83,7 @@ impl Default for Mode {
             ws_refuse: false,
             ws_no_echo: false,
             require_signature: false,
+            report_batch: 0,
         }
     }
 }
@@ -101,6 +106,7 @@ impl std::fmt::Debug for Mode {
             .field("ws_refuse", &self.ws_refuse)
             .field("ws_no_echo", &self.ws_no_echo)
             .field("require_signature", &self.require_signature)
+            .field("report_batch", &self.report_batch)
             .finish()
     }
 }

@@ -72,6 +72,9 @@ pub struct RequestRecord {
     pub duplicate: bool,
     /// Why the body could not be read, when it could not.
     pub error: Option<String>,
+    /// For a report that came in a `report_batch` post: how many reports that post carried
+    /// (each is recorded as a request of its own). 0: it came alone.
+    pub batch: usize,
     #[serde(skip)]
     pub body_len: usize,
 }
@@ -335,6 +338,17 @@ impl Store {
             }
         }
         self.next_index - 1
+    }
+
+    /// Counts an accepted `report_batch` post of `wxid` (its reports are recorded, and
+    /// counted, one by one).
+    pub fn count_batch(&mut self, wxid: &str) {
+        *self
+            .counts
+            .entry("report_batch".to_owned())
+            .or_default()
+            .entry(wxid.to_owned())
+            .or_default() += 1;
     }
 
     /// Accepted requests per action and wxid since the last reset (not bounded by the ring).
@@ -669,6 +683,7 @@ mod tests {
             status: 200,
             duplicate: false,
             error: None,
+            batch: 0,
             body_len,
         }
     }

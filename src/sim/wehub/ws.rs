@@ -360,6 +360,7 @@ fn frame(state: &WehubState, id: u64, text: &str, held: u64) -> (Value, Option<u
             status: StatusCode::OK.as_u16(),
             duplicate: false,
             error: None,
+            batch: 0,
             body_len: text.len(),
         };
         let (answer, duplicate) = respond(&mut store, &mode, &envelope, &record);
