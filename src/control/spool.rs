@@ -621,30 +621,11 @@ impl Spool {
         &mut self,
         items: &[(String, String, Value)],
     ) -> Result<Vec<Entry>, SpoolError> {
-        let (entries, unsynced) = self.append_batch_unsynced(items)?;
-        if let Some(u) = unsynced {
+        let first = self.next_seq;
+        if let Some((_, u)) = self.append_batch_unsynced(items)? {
             u.sync()?;
         }
-        Ok(entries)
-    }
-
-    /// [`append_batch`](Self::append_batch) without the sync (`None` for no items): see
-    /// [`append_unsynced`](Self::append_unsynced).
-    pub fn append_batch_unsynced(
-        &mut self,
-        items: &[(String, String, Value)],
-    ) -> Result<(Vec<Entry>, Option<Unsynced>), SpoolError> {
-        if items.is_empty() {
-            return Ok((Vec::new(), None));
-        }
-        let first = self.next_seq;
-        let mut buf = Vec::new();
-        let mut lens = Vec::with_capacity(items.len());
-        for (i, (action, wxid, data)) in items.iter().enumerate() {
-            lens.push(encode_entry(&mut buf, first + i as u64, action, wxid, data));
-        }
-        let unsynced = self.write_entries(buf, &lens)?;
-        let entries = items
+        Ok(items
             .iter()
             .enumerate()
             .map(|(i, (action, wxid, data))| Entry {
@@ -654,8 +635,28 @@ impl Spool {
                 wxid: wxid.clone(),
                 data: data.clone(),
             })
-            .collect();
-        Ok((entries, Some(unsynced)))
+            .collect())
+    }
+
+    /// [`append_batch`](Self::append_batch) without the sync: see
+    /// [`append_unsynced`](Self::append_unsynced). Returns the seq of the last report written
+    /// and the write (`None` for no items); the reports are not copied back (a worker appends
+    /// every message this way, and needs only the seqs).
+    pub fn append_batch_unsynced(
+        &mut self,
+        items: &[(String, String, Value)],
+    ) -> Result<Option<(u64, Unsynced)>, SpoolError> {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let first = self.next_seq;
+        let mut buf = Vec::new();
+        let mut lens = Vec::with_capacity(items.len());
+        for (i, (action, wxid, data)) in items.iter().enumerate() {
+            lens.push(encode_entry(&mut buf, first + i as u64, action, wxid, data));
+        }
+        let unsynced = self.write_entries(buf, &lens)?;
+        Ok(Some((first + items.len() as u64 - 1, unsynced)))
     }
 
     /// The oldest report not yet acknowledged, read back from disk.
@@ -1795,9 +1796,11 @@ mod tests {
             ("report_new_msg".to_owned(), "1001".to_owned(), data(2)),
             ("report_new_msg".to_owned(), "1001".to_owned(), data(3)),
         ];
-        let (entries, second) = spool.append_batch_unsynced(&items).unwrap();
-        let second = second.expect("a batch of two was written");
-        assert_eq!(entries.len(), 2);
+        let (last, second) = spool
+            .append_batch_unsynced(&items)
+            .unwrap()
+            .expect("a batch of two was written");
+        assert_eq!(last, 3);
         assert!(spool.synced.load(Ordering::Acquire) < first.write);
         assert_eq!(
             records_on_disk(&spool),

@@ -925,11 +925,7 @@ fn append(
 fn append_locked(g: &mut Spool, items: &[(String, String, serde_json::Value)]) -> Appended {
     crate::worker::memory::note_activity();
     let (done, error, unsynced) = match g.append_batch_unsynced(items) {
-        Ok((entries, unsynced)) => (
-            items.len(),
-            None,
-            unsynced.zip(entries.last().map(|e| e.seq)),
-        ),
+        Ok(written) => (items.len(), None, written.map(|(last, u)| (u, last))),
         // Too big together: as many as fit, one by one.
         Err(_) if items.len() > 1 => {
             let (mut done, mut error, mut last) = (0, None, None);
