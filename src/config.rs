@@ -99,7 +99,7 @@ pub struct ControlConfig {
     /// `[control] ws_window`; default 64, 1..=1024: report frames sent ahead of their answers
     /// on a WebSocket whose server echoes event ids.
     pub ws_window: usize,
-    /// `[control] http_batch`; default 64, 1..=1024: the most reports one HTTP post carries
+    /// `[control] http_batch`; default 256, 1..=1024: the most reports one HTTP post carries
     /// when the server's `login_ack` offers `report_batch` (and never more than it offers).
     pub http_batch: usize,
 }
@@ -222,7 +222,7 @@ const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// `[control] ws_window` when unset.
 pub const DEFAULT_WS_WINDOW: usize = 64;
 /// `[control] http_batch` when unset.
-pub const DEFAULT_HTTP_BATCH: usize = 64;
+pub const DEFAULT_HTTP_BATCH: usize = 256;
 const DEFAULT_LOGIN_URL: &str = "https://login.wx.qq.com";
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
@@ -1711,7 +1711,7 @@ mod tests {
     #[test]
     fn ws_window_and_http_batch_are_one_to_the_link_limit() {
         assert_eq!(valid("").control.ws_window, 64);
-        assert_eq!(valid("").control.http_batch, 64);
+        assert_eq!(valid("").control.http_batch, 256);
         for key in ["ws_window", "http_batch"] {
             let read = |text: &str| {
                 let c = valid(text).control;

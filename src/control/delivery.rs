@@ -88,7 +88,7 @@ const MAX_UNSYNCED_ACKS: u64 = 1024;
 const ACK_IDLE: Duration = Duration::from_secs(1);
 
 impl Default for DeliveryPolicy {
-    /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks; a window of 64 frames.
+    /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks; a window of 64 frames; batches of 256.
     fn default() -> Self {
         DeliveryPolicy {
             min_delay: Duration::from_millis(200),

@@ -186,7 +186,14 @@ impl Bridge {
                     if let Some(flags) = self.event(ev).await {
                         end.exit_flags = Some(flags);
                     }
-                    // Messages queued while more events wait are committed together.
+                    // Messages queued while more events wait are committed together. A
+                    // sender that used up its scheduling budget mid-round (tokio makes a task
+                    // yield after about 128 channel operations) leaves the queue empty for a
+                    // moment: one yield lets it go on first, so a round of messages is one
+                    // write and one post, not two.
+                    if !self.batch.is_empty() && events.is_empty() && self.batch.len() < MAX_BATCH {
+                        tokio::task::yield_now().await;
+                    }
                     if events.is_empty() || self.batch.len() >= MAX_BATCH {
                         self.commit_batch().await;
                     }
