@@ -80,6 +80,14 @@ pub struct DeliveryPolicy {
 /// [`ACK_IDLE`]).
 const MAX_UNSYNCED_ACKS: u64 = 1024;
 
+/// Acks that may wait for the worker before delivery pauses (the default
+/// [`DeliveryPolicy::ack_queue`]). A worker waits for a whole write to be acknowledged
+/// ([`DeliveryHandle::commit`]) before it reads this channel again, and one write holds up to
+/// 256 reports (a sync round's messages), each acked on its own over plain HTTP and WebSocket:
+/// a queue shorter than that would stall delivery until the commit gave up waiting and synced.
+/// Acks are small and the queue's memory is taken only while they wait.
+pub const ACK_QUEUE: usize = 1024;
+
 /// How long the spool must stay empty after a run of deliveries before the run's acks are
 /// written on their own (synced in the background: delivery does not wait for it). A report
 /// appended sooner carries them in its own write, so a session that receives a message more
@@ -88,14 +96,14 @@ const MAX_UNSYNCED_ACKS: u64 = 1024;
 const ACK_IDLE: Duration = Duration::from_secs(1);
 
 impl Default for DeliveryPolicy {
-    /// 200 ms → 30 s; slow 30 s → 5 min; 64 acks; a window of 64 frames; batches of 256.
+    /// 200 ms → 30 s; slow 30 s → 5 min; 1,024 acks; a window of 64 frames; batches of 256.
     fn default() -> Self {
         DeliveryPolicy {
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(30),
             slow_min_delay: Duration::from_secs(30),
             slow_max_delay: Duration::from_secs(5 * 60),
-            ack_queue: 64,
+            ack_queue: ACK_QUEUE,
             ws_window: crate::config::DEFAULT_WS_WINDOW,
             http_batch: crate::config::DEFAULT_HTTP_BATCH,
         }
@@ -1191,6 +1199,34 @@ mod tests {
             !lock(&rig.spool).all_synced(),
             "the report reached the control plane; no sync was needed"
         );
+        rig.stop().await;
+    }
+
+    /// A write of more reports than the default ack queue of old (64) is acknowledged while the
+    /// worker waits for it without reading its acks (as the bridge does): delivery does not
+    /// stall on a full ack queue until the grace runs out.
+    #[tokio::test]
+    async fn a_large_write_is_acked_while_its_acks_wait_unread() {
+        let rig = Rig::start(false).await;
+        *lock(&rig.handle.shared.synced_at) = Some(Instant::now());
+        let items: Vec<_> = (0..90)
+            .map(|n| {
+                let data = serde_json::json!({"msg": {"msg": format!("m{n}")}});
+                ("report_new_msg".to_owned(), "wxid_me".to_owned(), data)
+            })
+            .collect();
+        let (last, unsynced) = lock(&rig.spool)
+            .append_batch_unsynced(&items)
+            .unwrap()
+            .expect("written");
+        rig.wake.notify_one();
+        // Generous: a stalled delivery would wait it out and then sync.
+        let commit = rig
+            .handle
+            .commit_within(Duration::from_secs(30), unsynced, last - 89, last)
+            .await;
+        assert_eq!(commit, Ok(Commit::Acked));
+        assert_eq!(rig.handle.stats().delivered, 90);
         rig.stop().await;
     }
 
