@@ -2065,6 +2065,19 @@ mod tests {
         fs::write(path, bytes).unwrap();
     }
 
+    /// A spool in `dir` holding reports 1..=n, open, with the record of report `damaged` (1
+    /// based) then damaged on disk (its checksum no longer matches).
+    fn filled_then_damaged(dir: &Path, n: u64, damaged: usize) -> Spool {
+        let mut spool = open(dir);
+        fill(&mut spool, n);
+        let slot = spool.segments[0].slots[damaged - 1];
+        flip(
+            &only_segment(dir),
+            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
+        );
+        spool
+    }
+
     #[test]
     fn checksum_mismatch_before_valid_records_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
@@ -2111,13 +2124,7 @@ mod tests {
     #[test]
     fn front_detects_damage_after_open() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = open(dir.path());
-        fill(&mut spool, 2);
-        let slot = spool.segments[0].slots[0];
-        flip(
-            &only_segment(dir.path()),
-            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
-        );
+        let spool = filled_then_damaged(dir.path(), 2, 1);
         let err = spool.front().unwrap_err();
         assert!(
             matches!(&err, SpoolError::Corrupt { detail, .. } if detail.contains("checksum")),
@@ -2167,13 +2174,7 @@ mod tests {
     #[test]
     fn peek_detects_damage_like_front() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = open(dir.path());
-        fill(&mut spool, 4);
-        let slot = spool.segments[0].slots[2];
-        flip(
-            &only_segment(dir.path()),
-            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
-        );
+        let spool = filled_then_damaged(dir.path(), 4, 3);
         assert_eq!(
             spool.peek(2).unwrap().len(),
             2,
@@ -2239,13 +2240,7 @@ mod tests {
     #[test]
     fn a_batch_stops_before_damage_behind_the_front() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = open(dir.path());
-        fill(&mut spool, 4);
-        let slot = spool.segments[0].slots[2];
-        flip(
-            &only_segment(dir.path()),
-            u64::from(slot.offset) + RECORD_HEADER as u64 + 2,
-        );
+        let mut spool = filled_then_damaged(dir.path(), 4, 3);
         let batch = spool.peek_batch(8, 1 << 20).unwrap();
         assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
         for e in &batch {
