@@ -648,7 +648,7 @@ async fn a_failed_batch_is_sent_again_whole() {
         r.handle
             .stats()
             .last_error
-            .is_some_and(|e| e.contains("report_batch of 8"))
+            .is_some_and(|e| e.contains("(8 reports in one post)"))
     );
     cp.mode(json!({"down": false})).await;
     assert!(r.handle.drained(WAIT).await);

@@ -357,6 +357,23 @@ impl DeliveryHandle {
     }
 }
 
+/// What a post of `action` came to: the ack, or a failure on the schedule that suits it
+/// (`kept` says what is kept for the slow one).
+fn judge_post(posted: Result<Ack, ControlError>, action: &str, kept: &str) -> Result<Ack, Failure> {
+    match posted {
+        Ok(ack) if ack.parsed => Ok(ack),
+        Ok(_) => Err(Failure::Transient(format!(
+            "{action}: the control plane's answer is not a JSON object"
+        ))),
+        Err(e) if e.is_retryable() => Err(Failure::Transient(chain(&e))),
+        Err(e @ ControlError::Status { .. }) => Err(Failure::Persistent(format!(
+            "{}; {kept} and retried on the slow schedule",
+            chain(&e)
+        ))),
+        Err(e) => Err(Failure::Persistent(chain(&e))),
+    }
+}
+
 /// The front of `entries` that one `report_batch` may carry: reports of the first one's
 /// account (a batch has one `wxid`).
 fn same_account(mut entries: Vec<Entry>) -> Vec<Entry> {
@@ -407,6 +424,16 @@ enum Failure {
     Transient(String),
     /// Unlikely to pass soon (a 4xx, the spool): the slow schedule, logged at ERROR.
     Persistent(String),
+}
+
+impl Failure {
+    /// The same failure with its message changed by `f`.
+    fn map(self, f: impl FnOnce(String) -> String) -> Failure {
+        match self {
+            Failure::Transient(m) => Failure::Transient(f(m)),
+            Failure::Persistent(m) => Failure::Persistent(f(m)),
+        }
+    }
 }
 
 struct Delivery {
@@ -836,28 +863,12 @@ impl Delivery {
             )
             .collect();
         let data = serde_json::json!({ "report_list": list });
-        match self
+        let posted = self
             .control
             .post(action::REPORT_BATCH, &wxid, data, PostOptions::default())
-            .await
-        {
-            Ok(ack) if ack.parsed => Ok(ack),
-            Ok(_) => Err(Failure::Transient(format!(
-                "report_batch of {count}: the control plane's answer is not a JSON object"
-            ))),
-            Err(e) if e.is_retryable() => Err(Failure::Transient(format!(
-                "report_batch of {count}: {}",
-                chain(&e)
-            ))),
-            Err(e @ ControlError::Status { .. }) => Err(Failure::Persistent(format!(
-                "report_batch of {count}: {}; the reports are kept and retried on the slow schedule",
-                chain(&e)
-            ))),
-            Err(e) => Err(Failure::Persistent(format!(
-                "report_batch of {count}: {}",
-                chain(&e)
-            ))),
-        }
+            .await;
+        judge_post(posted, action::REPORT_BATCH, "the reports are kept")
+            .map_err(|f| f.map(|m| format!("{m} ({count} reports in one post)")))
     }
 
     /// One attempt at the front report.
@@ -881,22 +892,11 @@ impl Delivery {
                 Err(e) => Err(Failure::Transient(format!("{action}: {}", chain(&e)))),
             };
         }
-        match self
+        let posted = self
             .control
             .post(&action, &wxid, data, PostOptions::event(event_id))
-            .await
-        {
-            Ok(ack) if ack.parsed => Ok(ack),
-            Ok(_) => Err(Failure::Transient(format!(
-                "{action}: the control plane's answer is not a JSON object"
-            ))),
-            Err(e) if e.is_retryable() => Err(Failure::Transient(chain(&e))),
-            Err(e @ ControlError::Status { .. }) => Err(Failure::Persistent(format!(
-                "{}; the report is kept and retried on the slow schedule",
-                chain(&e)
-            ))),
-            Err(e) => Err(Failure::Persistent(chain(&e))),
-        }
+            .await;
+        judge_post(posted, &action, "the report is kept")
     }
 
     /// Records and logs a failed attempt, then waits `delay`; `false` when cancelled meanwhile.

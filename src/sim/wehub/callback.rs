@@ -59,7 +59,7 @@ pub async fn callback(
                 record.error = Some(message.clone());
                 (StatusCode::BAD_REQUEST, json!({"error": message}))
             }
-            Ok(envelope) => {
+            Ok(mut envelope) => {
                 record.action = envelope.action.clone();
                 record.appid = envelope.appid.clone();
                 record.wxid = envelope.wxid.clone();
@@ -77,7 +77,7 @@ pub async fn callback(
                         json!({"error": "missing or invalid request signature (mode require_signature)"}),
                     )
                 } else if envelope.action == "report_batch" && mode.report_batch >= 2 {
-                    match respond_batch(&mut store, &mode, &envelope, &record) {
+                    match respond_batch(&mut store, &mode, &mut envelope, &record) {
                         Ok(answer) => {
                             // Each report of the batch was recorded as a request of its own.
                             batched = true;
@@ -124,10 +124,10 @@ pub async fn callback(
 fn respond_batch(
     store: &mut Store,
     mode: &Mode,
-    envelope: &Envelope,
+    envelope: &mut Envelope,
     template: &RequestRecord,
 ) -> Result<Value, String> {
-    let Some(Value::Array(list)) = envelope.field("report_list") else {
+    let Some(Value::Array(list)) = envelope.data.get_mut("report_list") else {
         return Err("report_batch: data.report_list must be a list of reports".to_owned());
     };
     if list.len() > mode.report_batch as usize {
@@ -155,13 +155,16 @@ fn respond_batch(
                 ));
             }
         };
-        let data = item.get("data").cloned().unwrap_or(Value::Null);
-        reports.push((action, event_id, data));
+        reports.push((action, event_id));
     }
+    // The list is readable: its reports are taken out of the post and recorded one by one.
+    let data = list
+        .iter_mut()
+        .map(|item| item.get_mut("data").map_or(Value::Null, Value::take));
     let count = reports.len();
     store.count_batch(&envelope.wxid);
     let mut tasks = Vec::new();
-    for (action, event_id, data) in reports {
+    for ((action, event_id), data) in reports.into_iter().zip(data) {
         let single = Envelope {
             action: action.clone(),
             appid: envelope.appid.clone(),
